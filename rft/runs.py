@@ -1,0 +1,326 @@
+"""The run directory: the one contract between the trainer, the dashboard and the CLI.
+
+runs/<run-id>/
+    config.yaml        the exact RunConfig, reward code included
+    status.json        {"state", "pid", "step", "max_steps", "error", "started_at", "updated_at", ...}
+    metrics.jsonl      one JSON object per optimisation step
+    rollouts.jsonl     one JSON object per step: {"step": N, "groups": [...]}
+    logs.txt           trainer output and reward-function prints, tagged with the step
+    checkpoints/step-<N>/   PEFT adapter + trainer state, written to a temp dir and renamed
+    stop               present when a graceful stop was requested
+
+`RunWriter` is the trainer side; the module-level readers are the UI / CLI side. Every write is
+either an append of whole lines, flushed, or an atomic replace, so a crash of either side leaves
+files the other can read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rft.config import RunConfig
+
+STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
+ACTIVE_STATES = ("queued", "running", "stopping")
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def default_runs_root() -> Path:
+    return Path(os.environ.get("RFT_RUNS_DIR", "runs")).resolve()
+
+
+def new_run_id(name: str) -> str:
+    """A readable, unique, filesystem-safe id: the run name slugged plus a timestamp."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")[:60] or "run"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+
+
+def run_dir_for(runs_root: str | Path, run_id: str) -> Path:
+    """The directory of `run_id` under `runs_root`; refuses ids that would escape it."""
+    if not RUN_ID_PATTERN.match(run_id) or run_id in (".", ".."):
+        raise ValueError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_', '-')")
+    root = Path(runs_root).resolve()
+    path = (root / run_id).resolve()
+    if path.parent != root:
+        raise ValueError(f"run id {run_id!r} escapes the runs directory")
+    return path
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    """NaN and inf are not JSON; they become null so every reader can parse every line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class RunWriter:
+    """Trainer-side writer. Only one process (rank 0) writes a run directory."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.checkpoints_dir = self.run_dir / "checkpoints"
+
+    def create(self, config: RunConfig) -> None:
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        config.save(self.run_dir / "config.yaml")
+        if not (self.run_dir / "status.json").exists():
+            self.set_status("queued", step=0, max_steps=config.schedule.max_steps)
+
+    def set_status(self, state: str, **fields) -> dict:
+        assert state in STATES, state
+        status = read_status(self.run_dir)
+        status.update(fields, state=state, updated_at=time.time())
+        status.setdefault("started_at", status["updated_at"])
+        _write_json_atomic(self.run_dir / "status.json", _json_safe(status))
+        return status
+
+    def _append_line(self, name: str, record: dict) -> None:
+        with open(self.run_dir / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append_metrics(self, row: dict) -> None:
+        self._append_line("metrics.jsonl", row)
+
+    def append_rollouts(self, step: int, groups: list[dict]) -> None:
+        self._append_line("rollouts.jsonl", {"step": step, "groups": groups})
+
+    def log(self, text: str, step: int | None = None) -> None:
+        tag = f"[step {step}] " if step is not None else ""
+        stamp = time.strftime("%H:%M:%S")
+        lines = [f"{stamp} {tag}{line}" for line in text.rstrip("\n").splitlines() or [""]]
+        with open(self.run_dir / "logs.txt", "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def checkpoint_staging_dir(self, step: int) -> Path:
+        """Write a checkpoint here, then `commit_checkpoint` renames it into place."""
+        staging = self.checkpoints_dir / f".tmp-step-{step}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def commit_checkpoint(self, step: int, staging: Path) -> Path:
+        final = self.checkpoints_dir / f"step-{step}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        return final
+
+    def truncate_after(self, step: int) -> None:
+        """Before resuming from checkpoint `step`: drop half-written lines and later steps."""
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            path = self.run_dir / name
+            if not path.exists():
+                continue
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if record.get("step", 0) <= step:
+                    kept.append(line)
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
+        for stale in self.checkpoints_dir.glob(".tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def request_stop(self) -> None:
+        (self.run_dir / "stop").touch()
+
+    def stop_requested(self) -> bool:
+        return (self.run_dir / "stop").exists()
+
+    def clear_stop_request(self) -> None:
+        (self.run_dir / "stop").unlink(missing_ok=True)
+
+
+def read_status(run_dir: str | Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    return RunConfig.load(Path(run_dir) / "config.yaml")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Whole lines only: a line still being written (no newline yet) is left for the next read."""
+    if not path.exists():
+        return []
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """All metrics rows as a DataFrame indexed by step (per-group lists stay as list cells)."""
+    records = _read_jsonl(Path(run_dir) / "metrics.jsonl")
+    frame = pd.DataFrame.from_records(records)
+    if not frame.empty and "step" in frame:
+        frame = frame.drop_duplicates("step", keep="last").set_index("step", drop=False).sort_index()
+    return frame
+
+
+def read_rollouts(run_dir: str | Path, step: int | None = None) -> dict | None:
+    """The rollouts of `step` (the latest when None), or None when there are none yet."""
+    records = _read_jsonl(Path(run_dir) / "rollouts.jsonl")
+    if not records:
+        return None
+    if step is None:
+        return records[-1]
+    return next((r for r in reversed(records) if r.get("step") == step), None)
+
+
+def rollout_steps(run_dir: str | Path) -> list[int]:
+    return [r["step"] for r in _read_jsonl(Path(run_dir) / "rollouts.jsonl") if "step" in r]
+
+
+def tail_logs(run_dir: str | Path, max_lines: int = 200) -> str:
+    path = Path(run_dir) / "logs.txt"
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 256 * 1024))
+        text = f.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-max_lines:])
+
+
+def list_checkpoints(run_dir: str | Path) -> list[int]:
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    steps = [int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
+    return sorted(steps)
+
+
+def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path | None:
+    """The directory of checkpoint `step` (the latest when None), or None when there is none."""
+    steps = list_checkpoints(run_dir)
+    if not steps:
+        return None
+    if step is None:
+        step = steps[-1]
+    if step not in steps:
+        return None
+    return Path(run_dir) / "checkpoints" / f"step-{step}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def effective_state(status: dict) -> str:
+    """The state on disk, corrected when the trainer died without saying so."""
+    state = status.get("state", "unknown")
+    if state in ("running", "stopping") and not pid_alive(status.get("pid")):
+        return "failed"
+    return state
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_dir: Path
+    state: str
+    model: str
+    dataset: str
+    step: int
+    max_steps: int
+    last_reward: float | None
+    started_at: float | None
+    updated_at: float | None
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.updated_at is None:
+            return None
+        end = time.time() if self.state in ACTIVE_STATES else self.updated_at
+        return max(0.0, end - self.started_at)
+
+
+def summarize_run(run_dir: str | Path) -> RunSummary:
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    try:
+        config = read_config(run_dir)
+        model, dataset = config.model.name_or_path, config.data.path or config.data.preset or "?"
+    except Exception:
+        model, dataset = "?", "?"
+    return RunSummary(
+        run_id=run_dir.name,
+        run_dir=run_dir,
+        state=effective_state(status),
+        model=model,
+        dataset=dataset,
+        step=int(status.get("step") or 0),
+        max_steps=int(status.get("max_steps") or 0),
+        last_reward=status.get("last_reward"),
+        started_at=status.get("started_at"),
+        updated_at=status.get("updated_at"),
+        error=status.get("error"),
+    )
+
+
+def list_runs(runs_root: str | Path | None = None) -> list[RunSummary]:
+    """Every run directory under the root (newest first), including runs started from the CLI."""
+    root = Path(runs_root) if runs_root else default_runs_root()
+    if not root.is_dir():
+        return []
+    runs = [summarize_run(p) for p in root.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    return sorted(runs, key=lambda r: r.started_at or 0, reverse=True)
+
+
+def delete_run(run_dir: str | Path) -> None:
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if effective_state(status) in ACTIVE_STATES:
+        raise RuntimeError(f"run {run_dir.name} is still {status.get('state')}; stop it before deleting")
+    shutil.rmtree(run_dir)
