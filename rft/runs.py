@@ -94,6 +94,13 @@ class RunWriter:
         _write_json_atomic(self.run_dir / "status.json", _json_safe(status))
         return status
 
+    def record_pid(self, pid: int) -> None:
+        """Set the pid of a just-spawned trainer, unless the trainer already wrote its status."""
+        status = read_status(self.run_dir)
+        if not status.get("pid"):
+            status["pid"] = pid
+            _write_json_atomic(self.run_dir / "status.json", status)
+
     def _append_line(self, name: str, record: dict) -> None:
         with open(self.run_dir / name, "a", encoding="utf-8") as f:
             f.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
@@ -259,7 +266,7 @@ def pid_alive(pid: int | None) -> bool:
 def effective_state(status: dict) -> str:
     """The state on disk, corrected when the trainer died without saying so."""
     state = status.get("state", "unknown")
-    if state in ("running", "stopping") and not pid_alive(status.get("pid")):
+    if state in ACTIVE_STATES and status.get("pid") and not pid_alive(status["pid"]):
         return "failed"
     return state
 

@@ -1,0 +1,130 @@
+"""Command line: python -m rft train | resume | runs | export | eval."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _train(args) -> int:
+    from rft.config import RunConfig
+    from rft.grpo.trainer import train
+    from rft.presets import preset_config
+    from rft.runs import default_runs_root, new_run_id, run_dir_for
+
+    if args.config:
+        config = RunConfig.load(args.config)
+    else:
+        config = preset_config(args.preset)
+    if args.set:
+        config = config.with_overrides(args.set)
+    if args.name:
+        config.name = args.name
+    config.validate()
+    run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(args.runs_root or default_runs_root(), new_run_id(config.name))
+    print(f"run directory: {run_dir}", flush=True)
+    train(config, run_dir, progress=not args.no_progress)
+    return 0
+
+
+def _resume(args) -> int:
+    from rft.grpo.trainer import train
+    from rft.runs import read_config
+
+    run_dir = Path(args.run_dir)
+    train(read_config(run_dir), run_dir, resume=True, progress=not args.no_progress)
+    return 0
+
+
+def _runs(args) -> int:
+    from rft.runs import list_runs
+
+    runs = list_runs(args.runs_root)
+    if not runs:
+        print("no runs yet")
+        return 0
+    print(f"{'run':<44} {'state':<9} {'step':>11} {'reward':>8}  started")
+    for run in runs:
+        reward = f"{run.last_reward:.3f}" if run.last_reward is not None else "-"
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)) if run.started_at else "-"
+        print(f"{run.run_id:<44} {run.state:<9} {f'{run.step}/{run.max_steps}':>11} {reward:>8}  {started}")
+    return 0
+
+
+def _export(args) -> int:
+    from rft.export import export_adapter
+
+    written = export_adapter(args.run_dir, args.out, step=args.step, merged=args.merged)
+    for key, value in written.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _eval(args, rest: list[str]) -> int:
+    if args.task != "wordle":
+        print(f"unknown evaluation task {args.task!r}; available: wordle", file=sys.stderr)
+        return 2
+    from rft.wordle.evaluate import main as wordle_eval
+
+    return wordle_eval(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rft", description="GRPO reinforcement fine-tuning")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model (in this process)")
+    train.add_argument("--config", help="a config.yaml (e.g. from the dashboard's download)")
+    train.add_argument("--preset", default="wordle", help="a built-in recipe when no --config is given")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. grpo.beta=0")
+    train.add_argument("--name", help="the run's name")
+    train.add_argument("--run-dir", help="the run directory (default: a new one under --runs-root)")
+    train.add_argument("--runs-root", help="where new run directories go (default: ./runs or $RFT_RUNS_DIR)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    resume = commands.add_parser("resume", help="resume a run from its last checkpoint")
+    resume.add_argument("run_dir")
+    resume.add_argument("--no-progress", action="store_true")
+    resume.set_defaults(handler=_resume)
+
+    runs = commands.add_parser("runs", help="list runs with their state and last reward")
+    runs.add_argument("--runs-root")
+    runs.set_defaults(handler=_runs)
+
+    export = commands.add_parser("export", help="export a checkpoint's LoRA adapter (and merged model)")
+    export.add_argument("run_dir")
+    export.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    export.add_argument("--out", required=True, help="output folder; a .zip is written beside it")
+    export.add_argument("--merged", action="store_true", help="also write the merged full model")
+    export.set_defaults(handler=_export)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on a task (see: python -m rft eval wordle -h)", add_help=False)
+    evaluate.add_argument("task")
+    evaluate.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rft.config import ConfigError
+    from rft.data import DatasetError
+    from rft.export import ExportError
+    from rft.models import ModelLoadError
+
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "eval":
+            return _eval(args, rest)
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        return args.handler(args)
+    except (ConfigError, DatasetError, ModelLoadError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Datasets: built-in presets and JSONL / CSV / Parquet files, checked, turned into chat prompts.
+
+A row is a dict with a `prompt` (a string, or a list of chat messages) and any other columns;
+those other columns reach reward functions as `example`. A prompt whose last message is from
+the assistant is continued by the model (the Wordle course pre-fills `<think>`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from rft.config import DataConfig
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+MAX_REPORTED_ERRORS = 5
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message says what is wrong and how to fix it."""
+
+
+def _wordle_rows() -> list[dict]:
+    from rft.wordle.dataset import training_rows
+
+    return training_rows()
+
+
+PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows, errors = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    f"{path.name}, line {number}: not UTF-8 text ({exc.reason} at byte {exc.start}). "
+                    "Save the file as UTF-8."
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                errors.append(f"line {number}: {exc.msg} (column {exc.colno})")
+                continue
+            if not isinstance(record, dict):
+                errors.append(f"line {number}: expected a JSON object, got {type(record).__name__}")
+                continue
+            rows.append(record)
+    if errors:
+        shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
+        more = f" and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
+        raise DatasetError(f"{path.name}: {len(errors)} malformed line(s): {shown}{more}. Each line must be one JSON object.")
+    return rows
+
+
+def _read_json(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path.name}: not UTF-8 text. Save the file as UTF-8.") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path.name}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetError(f"{path.name}: a .json dataset must be a list of objects; use JSONL for one object a line.")
+    return data
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path.name}: not UTF-8 text (byte {exc.start}). Save the file as UTF-8.") from None
+    try:
+        return list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise DatasetError(f"{path.name}: malformed CSV: {exc}") from None
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise DatasetError(f"{path.name}: cannot read as Parquet: {exc}") from None
+    return frame.to_dict(orient="records")
+
+
+READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def read_file(path: str | Path, prompt_column: str = "prompt") -> list[dict]:
+    """Rows of a dataset file, validated: it exists, parses, is not empty, has the prompt column."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file. Check the path or upload the file again.")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DatasetError(f"{path.name}: unsupported file type {path.suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}.")
+    rows = reader(path)
+    return validate_rows(rows, prompt_column, path.name)
+
+
+def validate_rows(rows: list[dict], prompt_column: str, source: str) -> list[dict]:
+    if not rows:
+        raise DatasetError(f"{source}: the dataset is empty; it needs at least one row with a {prompt_column!r} column.")
+    missing = [i for i, row in enumerate(rows) if prompt_column not in row]
+    if missing:
+        columns = ", ".join(sorted(rows[missing[0]].keys())) or "none"
+        raise DatasetError(
+            f"{source}: row {missing[0] + 1} has no {prompt_column!r} column (columns: {columns}). "
+            "Rename the column holding the prompt, or set data.prompt_column."
+        )
+    for i, row in enumerate(rows):
+        prompt = row[prompt_column]
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise DatasetError(f"{source}: row {i + 1} has an empty prompt.")
+        elif not _is_message_list(prompt):
+            raise DatasetError(
+                f"{source}: row {i + 1}: the prompt must be text or a list of chat messages "
+                '({"role": ..., "content": ...}), got ' + type(prompt).__name__
+            )
+    return rows
+
+
+def _is_message_list(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(m, dict) and "role" in m and isinstance(m.get("content"), str) for m in value)
+    )
+
+
+def load_rows(data: DataConfig) -> list[dict]:
+    """The dataset a run trains on, from its file or its preset."""
+    if data.path:
+        rows = read_file(data.path, data.prompt_column)
+    elif data.preset in PRESETS:
+        rows = validate_rows(PRESETS[data.preset](), "prompt", f"preset {data.preset!r}")
+    else:
+        raise DatasetError(f"data.preset: unknown preset {data.preset!r}; choose one of {', '.join(PRESETS)}.")
+    return rows[: data.limit] if data.limit else rows
+
+
+def to_messages(row: dict, data: DataConfig) -> list[dict]:
+    """The chat messages of a row: its prompt, with the configured system prompt and prefix."""
+    prompt = row[data.prompt_column]
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+        if data.system_prompt:
+            messages.insert(0, {"role": "system", "content": data.system_prompt})
+    else:
+        messages = [dict(m) for m in prompt]
+    if data.assistant_prefix and messages[-1]["role"] != "assistant":
+        messages.append({"role": "assistant", "content": data.assistant_prefix})
+    return messages
+
+
+def example_of(row: dict, data: DataConfig) -> dict:
+    """What reward functions receive as `example`: every column but the prompt."""
+    return {k: v for k, v in row.items() if k != data.prompt_column}
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt text the model sees; a final assistant message is continued, not closed."""
+    continues = messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        messages,
+        tokenize=False,
+        add_generation_prompt=not continues,
+        continue_final_message=continues,
+    )
+
+
+def prompt_text_for_display(messages: list[dict]) -> str:
+    """The last user message: what a person wants to read when browsing prompts."""
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return users[-1] if users else messages[-1]["content"]
+
+
+def preview_frame(rows: list[dict], data: DataConfig, count: int = 5) -> pd.DataFrame:
+    """The first rows for the UI: prompt as readable text, other columns shortened."""
+    records = []
+    for row in rows[:count]:
+        record = {"prompt": prompt_text_for_display(to_messages(row, data))}
+        for key, value in example_of(row, data).items():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            record[key] = text if len(text) <= 120 else text[:117] + "..."
+        records.append(record)
+    return pd.DataFrame.from_records(records)

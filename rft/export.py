@@ -1,0 +1,61 @@
+"""Export a checkpoint: the LoRA adapter in PEFT format (folder + zip), optionally a merged model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rft.runs import checkpoint_path, list_checkpoints, read_config
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _model_card(run_dir: Path, step: int) -> str:
+    config = read_config(run_dir)
+    return (
+        f"# LoRA adapter from run `{run_dir.name}`, step {step}\n\n"
+        f"- Base model: `{config.model.name_or_path}`\n"
+        f"- Trained with GRPO by the RFT dashboard; dataset: `{config.data.path or config.data.preset}`\n\n"
+        "Load it with:\n\n```python\nfrom peft import PeftModel\n"
+        "model = PeftModel.from_pretrained(base_model, '<this folder>')\n```\n\n"
+        "## Training configuration\n\n```yaml\n" + config.to_yaml() + "```\n"
+    )
+
+
+def export_adapter(run_dir: str | Path, out: str | Path, step: int | None = None, merged: bool = False) -> dict:
+    """Write `out/` (adapter + README [+ merged/]) and `out.zip`; returns the paths written."""
+    run_dir = Path(run_dir)
+    checkpoint = checkpoint_path(run_dir, step)
+    if checkpoint is None:
+        available = ", ".join(map(str, list_checkpoints(run_dir))) or "none yet"
+        raise ExportError(f"run {run_dir.name} has no checkpoint at step {step} (available: {available})")
+    step = int(checkpoint.name.split("-")[1])
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ADAPTER_FILES:
+        shutil.copy2(checkpoint / name, out / name)
+    (out / "README.md").write_text(_model_card(run_dir, step), encoding="utf-8")
+    written = {"adapter_dir": out, "step": step}
+    if merged:
+        written["merged_dir"] = merge_adapter(run_dir, checkpoint, out / "merged")
+    written["zip"] = Path(shutil.make_archive(str(out), "zip", root_dir=out))
+    return written
+
+
+def merge_adapter(run_dir: Path, checkpoint: Path, target: Path) -> Path:
+    """The base model with the adapter folded in, loadable by AutoModelForCausalLM alone."""
+    from peft import PeftModel
+
+    from rft import models
+
+    config = read_config(run_dir)
+    tokenizer = models.load_tokenizer(config.model.name_or_path)
+    base = models.load_base_model(config.model)
+    merged = PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
+    merged.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target

@@ -1,0 +1,400 @@
+"""The GRPO loop: sample a group per prompt, score it, normalise rewards per group, update.
+
+One optimisation step = `gradient_accumulation_steps` micro-batches of `prompts_per_step`
+prompts x `num_generations` completions, each optimised `num_iterations` times. Everything a
+user watches is written to the run directory (rft.runs) as the step ends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rft import data as datasets
+from rft import models
+from rft.config import RunConfig
+from rft.grpo import loss as grpo_loss
+from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
+from rft.rewards import RewardRuntime
+from rft.runs import RunWriter, checkpoint_path, read_status
+
+TRAINER_STATE_FILE = "trainer_state.pt"
+
+
+class StopTraining(Exception):
+    """Raised inside the loop when a graceful stop was requested between steps."""
+
+
+@dataclass
+class PromptRecord:
+    messages: list[dict]
+    text: str
+    example: dict
+
+
+@dataclass
+class MicroBatch:
+    """A scored rollout, ready for the update."""
+
+    prompts: list[PromptRecord]
+    rollout: Rollout
+    rewards: dict[str, list[float]]  # per function, NaN = missing
+    total: torch.Tensor  # [B]
+    advantages: torch.Tensor  # [B]
+    zero_std_groups: torch.Tensor  # [P] bool
+    logp_old: torch.Tensor | None  # [B, Lc]; None when num_iterations == 1 (rho = 1)
+    logp_ref: torch.Tensor | None  # [B, Lc]; None when beta == 0
+    loss_mask: torch.Tensor  # [B, Lc]: completion mask, minus masked truncated completions
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: str | Path):
+        self.config = config.validate()
+        self.run_dir = Path(run_dir)
+        self.writer = RunWriter(self.run_dir)
+        self.step = 0
+
+    # ---- set-up -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.config
+        seed_everything(cfg.schedule.seed)
+        self.tokenizer = models.load_tokenizer(cfg.model.name_or_path)
+        base = models.load_base_model(cfg.model)
+        self.model = models.wrap_with_lora(base, cfg.lora, cfg.model.adapter)
+        self.device = next(self.model.parameters()).device
+        trainable, total = models.parameter_counts(self.model)
+        self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({base.dtype}); "
+                        f"trainable {trainable:,} of {total:,} parameters")
+        self.prompts = self._prepare_prompts()
+        self.rewards = RewardRuntime(cfg.rewards.source, cfg.rewards.weights, cfg.rewards.timeout_s)
+        self.function_names = list(self.rewards.function_names)
+        self.weights = torch.tensor([cfg.rewards.weights.get(n, 1.0) for n in self.function_names])
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
+        from transformers import get_scheduler
+
+        self.max_steps = self._max_steps()
+        self.scheduler = get_scheduler(
+            cfg.optim.lr_scheduler, self.optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=self.max_steps
+        )
+
+    def _prepare_prompts(self) -> list[PromptRecord]:
+        """Every usable row as chat messages + rendered text; over-long prompts are reported and left out."""
+        data_cfg = self.config.data
+        rows = datasets.load_rows(data_cfg)
+        records, too_long = [], []
+        for index, row in enumerate(rows):
+            messages = datasets.to_messages(row, data_cfg)
+            text = datasets.render_prompt(self.tokenizer, messages)
+            length = len(self.tokenizer(text, add_special_tokens=False).input_ids)
+            if length > data_cfg.max_prompt_length:
+                too_long.append((index + 1, length))
+                continue
+            records.append(PromptRecord(messages, text, datasets.example_of(row, data_cfg)))
+        if too_long:
+            shown = ", ".join(f"row {i} ({n} tokens)" for i, n in too_long[:5])
+            self.writer.log(f"warning: {len(too_long)} prompt(s) over data.max_prompt_length="
+                            f"{data_cfg.max_prompt_length} left out: {shown}")
+        if not records:
+            raise datasets.DatasetError(
+                f"every prompt is longer than data.max_prompt_length={data_cfg.max_prompt_length} tokens; raise the limit"
+            )
+        self.writer.log(f"dataset: {len(records)} prompts")
+        return records
+
+    def _max_steps(self) -> int:
+        schedule, optim = self.config.schedule, self.config.optim
+        if schedule.epochs:
+            prompts_per_step = optim.prompts_per_step * optim.gradient_accumulation_steps
+            return max(1, math.ceil(schedule.epochs * len(self.prompts) / prompts_per_step))
+        return schedule.max_steps
+
+    def prompts_for(self, step: int, micro: int) -> list[PromptRecord]:
+        """The prompts of a micro-batch: a seeded permutation per epoch, a pure function of the step,
+        so a resumed run sees exactly the prompts it would have seen."""
+        optim = self.config.optim
+        size = optim.prompts_per_step
+        first = ((step - 1) * optim.gradient_accumulation_steps + micro) * size
+        chosen = []
+        for position in range(first, first + size):
+            epoch, offset = divmod(position, len(self.prompts))
+            order = self._epoch_order(epoch)
+            chosen.append(self.prompts[order[offset]])
+        return chosen
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if not self.config.data.shuffle:
+            return np.arange(len(self.prompts))
+        return np.random.default_rng([self.config.schedule.seed, epoch]).permutation(len(self.prompts))
+
+    # ---- one step -----------------------------------------------------------------------------
+
+    def rollout_and_score(self, step: int, micro: int, timings: dict) -> MicroBatch:
+        cfg = self.config
+        prompts = self.prompts_for(step, micro)
+        self.model.eval()
+        rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], cfg.sampling, cfg.data.max_prompt_length)
+        timings["generate"] += rollout.generate_seconds
+
+        started = time.perf_counter()
+        group = cfg.sampling.num_generations
+        expanded = [p for p in prompts for _ in range(group)]
+        scores = self.rewards.score([p.text for p in expanded], rollout.completions, [p.example for p in expanded])
+        for name, text in scores.logs:
+            self.writer.log(f"[reward {name}] {text}", step)
+        for name, errors in scores.errors.items():
+            self.writer.log(f"[reward {name}] {errors.count} call(s) failed, scored as missing: {errors.first_message}", step)
+        per_function = torch.tensor([scores.per_function[n] for n in self.function_names], dtype=torch.float32).T
+        total = grpo_loss.total_rewards(per_function, self.weights)
+        advantages, zero_std = grpo_loss.group_advantages(total, group, cfg.grpo.scale_rewards)
+        timings["score"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        loss_mask = rollout.completion_mask.clone()
+        if cfg.grpo.mask_truncated_completions:
+            loss_mask[rollout.truncated] = 0.0
+        with torch.no_grad():
+            logp_old = None
+            if cfg.grpo.num_iterations > 1:
+                logp_old, _ = completion_logprobs(self.model, rollout, cfg.sampling.temperature)
+            logp_ref = None
+            if cfg.grpo.beta > 0:
+                with models.reference_policy(self.model):
+                    logp_ref, _ = completion_logprobs(self.model, rollout, cfg.sampling.temperature)
+        timings["train"] += time.perf_counter() - started
+        return MicroBatch(prompts, rollout, scores.per_function, total, advantages.to(self.device), zero_std,
+                          logp_old, logp_ref, loss_mask)
+
+    def optimise(self, batches: list[MicroBatch], timings: dict) -> dict:
+        """num_iterations passes of gradient accumulation over the step's micro-batches."""
+        cfg = self.config
+        started = time.perf_counter()
+        self.model.train()
+        eps_low = cfg.grpo.epsilon_low
+        eps_high = cfg.grpo.epsilon_high if cfg.grpo.epsilon_high is not None else eps_low
+        global_active = float(sum(b.loss_mask.sum() for b in batches))
+        stats = {"loss": [], "kl": [], "entropy": [], "clip_low": [], "clip_high": [], "grad_norm": []}
+        for iteration in range(cfg.grpo.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            for batch in batches:
+                mask = batch.loss_mask.to(self.device)
+                logp, entropy = completion_logprobs(self.model, batch.rollout, cfg.sampling.temperature, with_entropy=iteration == 0)
+                logp_old = batch.logp_old if batch.logp_old is not None else logp.detach()
+                objective, clipped_low, clipped_high = grpo_loss.clipped_surrogate(logp, logp_old, batch.advantages, eps_low, eps_high)
+                kl = grpo_loss.k3_kl(logp, batch.logp_ref) if batch.logp_ref is not None else None
+                token_loss = grpo_loss.per_token_loss(objective, kl, cfg.grpo.beta)
+                micro_loss = grpo_loss.aggregate_loss(token_loss, mask, cfg.grpo.loss_type, cfg.sampling.max_completion_length, global_active)
+                if cfg.grpo.loss_type != "dapo":  # dapo already divides by the whole step's tokens
+                    micro_loss = micro_loss / len(batches)
+                micro_loss.backward()
+                stats["loss"].append(micro_loss.item() * (len(batches) if cfg.grpo.loss_type != "dapo" else 1))
+                if kl is not None:
+                    stats["kl"].append(grpo_loss.masked_mean(kl.detach(), mask))
+                if entropy is not None:
+                    stats["entropy"].append(grpo_loss.masked_mean(entropy, mask))
+                stats["clip_low"].append(grpo_loss.masked_mean(clipped_low.float(), mask))
+                stats["clip_high"].append(grpo_loss.masked_mean(clipped_high.float(), mask))
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+            stats["grad_norm"].append(float(grad_norm))
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["train"] += time.perf_counter() - started
+        return stats
+
+    def metrics_row(self, step: int, batches: list[MicroBatch], stats: dict, timings: dict, step_seconds: float) -> dict:
+        total = torch.cat([b.total for b in batches])
+        advantages = torch.cat([b.advantages.cpu() for b in batches])
+        lengths = torch.cat([b.rollout.completion_lengths for b in batches])
+        truncated = torch.cat([b.rollout.truncated for b in batches])
+        zero_std = torch.cat([b.zero_std_groups for b in batches])
+        group = self.config.sampling.num_generations
+        tokens = float(lengths.sum())
+
+        def mean(values):
+            return float(np.mean(values)) if values else None
+
+        row = {
+            "step": step,
+            "epoch": (step * self.config.optim.prompts_per_step * self.config.optim.gradient_accumulation_steps) / len(self.prompts),
+            "reward": float(total.mean()),
+            "reward_std": float(total.std()) if total.numel() > 1 else 0.0,
+        }
+        for name in self.function_names:
+            values = np.array([v for b in batches for v in b.rewards[name]], dtype=float)
+            present = values[~np.isnan(values)]
+            row[f"rewards/{name}/mean"] = float(present.mean()) if present.size else None
+            row[f"rewards/{name}/std"] = float(present.std()) if present.size > 1 else 0.0 if present.size else None
+            row[f"rewards/{name}/missing"] = int(np.isnan(values).sum())
+        row.update({
+            "group_rewards": total.view(-1, group).tolist(),
+            "advantages/mean": float(advantages.mean()),
+            "advantages/std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
+            "advantages/min": float(advantages.min()),
+            "advantages/max": float(advantages.max()),
+            "frac_reward_zero_std": float(zero_std.float().mean()),
+            "loss": mean(stats["loss"]),
+            "kl": mean(stats["kl"]),
+            "entropy": mean(stats["entropy"]),
+            "clip_ratio/low": mean(stats["clip_low"]),
+            "clip_ratio/high": mean(stats["clip_high"]),
+            "clip_ratio/region": (mean(stats["clip_low"]) or 0.0) + (mean(stats["clip_high"]) or 0.0),
+            "completion_length/mean": float(lengths.mean()),
+            "completion_length/min": float(lengths.min()),
+            "completion_length/max": float(lengths.max()),
+            "completion_length/clipped_ratio": float(truncated.float().mean()),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "grad_norm": mean(stats["grad_norm"]),
+            "tokens_generated": int(tokens),
+            "time/generate": timings["generate"],
+            "time/score": timings["score"],
+            "time/train": timings["train"],
+            "time/step": step_seconds,
+            "tokens_per_second": tokens / timings["generate"] if timings["generate"] > 0 else None,
+            "memory/peak_mb": peak_memory_mb(self.device),
+            "elapsed_s": time.time() - self.started_at,
+        })
+        return row
+
+    def rollout_records(self, batches: list[MicroBatch]) -> list[dict]:
+        group = self.config.sampling.num_generations
+        records = []
+        for batch in batches:
+            for g, prompt in enumerate(batch.prompts):
+                rows = slice(g * group, (g + 1) * group)
+                records.append({
+                    "prompt": datasets.prompt_text_for_display(prompt.messages),
+                    "prompt_text": prompt.text,
+                    "example": {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in prompt.example.items()},
+                    "completions": batch.rollout.completions[rows],
+                    "rewards": {n: batch.rewards[n][rows] for n in self.function_names},
+                    "total": batch.total[rows].tolist(),
+                    "advantages": batch.advantages[rows].cpu().tolist(),
+                    "completion_tokens": batch.rollout.completion_lengths[rows].int().tolist(),
+                    "truncated": batch.rollout.truncated[rows].tolist(),
+                })
+        return records
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int) -> Path:
+        staging = self.writer.checkpoint_staging_dir(step)
+        self.model.save_pretrained(staging, selected_adapters=["default"])
+        state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, staging / TRAINER_STATE_FILE)
+        final = self.writer.commit_checkpoint(step, staging)
+        self.writer.log(f"checkpoint saved: {final.name}", step)
+        return final
+
+    def restore_checkpoint(self) -> int:
+        """Load the last complete checkpoint; drop anything written after it. Returns its step."""
+        folder = checkpoint_path(self.run_dir)
+        if folder is None:
+            self.writer.truncate_after(0)
+            return 0
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self.model, load_file(folder / "adapter_model.safetensors"), adapter_name="default")
+        state = torch.load(folder / TRAINER_STATE_FILE, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.writer.truncate_after(state["step"])
+        self.writer.log(f"resumed from {folder.name}")
+        return state["step"]
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def run(self, resume: bool = False, progress: bool = True) -> None:
+        self.started_at = time.time()
+        self.writer.clear_stop_request()
+        self.writer.set_status("running", pid=os.getpid(), error=None, phase="loading model")
+        try:
+            self.setup()
+            start = self.restore_checkpoint() if resume else 0
+            if not resume:
+                self.writer.truncate_after(0)
+            self.writer.set_status("running", step=start, max_steps=self.max_steps, phase="training")
+            self._loop(start, progress)
+        except StopTraining:
+            self.writer.set_status("stopped", phase=None)
+        except Exception as exc:
+            self.writer.log(traceback.format_exc())
+            self.writer.set_status("failed", error=f"{type(exc).__name__}: {exc}", phase=None)
+            raise
+        else:
+            self.writer.set_status("finished", phase=None)
+        finally:
+            if hasattr(self, "rewards"):
+                self.rewards.close()
+
+    def _loop(self, start: int, progress: bool) -> None:
+        cfg = self.config
+        bar = tqdm(total=self.max_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+        last_saved = start
+        for step in range(start + 1, self.max_steps + 1):
+            step_started = time.perf_counter()
+            timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
+            batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
+            stats = self.optimise(batches, timings)
+            row = self.metrics_row(step, batches, stats, timings, time.perf_counter() - step_started)
+            self.writer.append_rollouts(step, self.rollout_records(batches))
+            self.writer.append_metrics(row)
+            self.step = step
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['time/step']:.1f}")
+            stop = self.writer.stop_requested()
+            if step == self.max_steps or stop or (cfg.schedule.save_every and step % cfg.schedule.save_every == 0):
+                self.save_checkpoint(step)
+                last_saved = step
+            self.writer.set_status("stopping" if stop else "running", step=step, last_reward=row["reward"], last_saved=last_saved)
+            if stop:
+                bar.close()
+                raise StopTraining()
+        bar.close()
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) training in this process; returns the run directory."""
+    run_dir = Path(run_dir)
+    writer = RunWriter(run_dir)
+    if not resume or not (run_dir / "config.yaml").exists():
+        writer.create(config)
+    if resume and read_status(run_dir).get("state") == "finished":
+        return run_dir
+    Trainer(config, run_dir).run(resume=resume, progress=progress)
+    return run_dir

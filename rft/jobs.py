@@ -1,0 +1,163 @@
+"""Training jobs: start, stop, resume and find `python -m rft train` subprocesses.
+
+A job is a run directory plus the trainer process whose pid is in its status.json. The process
+is started in its own session, so closing or restarting the dashboard never stops it, and a
+restarted dashboard finds it again from the run directories.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from rft.config import ConfigError, RunConfig
+from rft.runs import (
+    ACTIVE_STATES,
+    RunSummary,
+    RunWriter,
+    default_runs_root,
+    effective_state,
+    list_runs,
+    new_run_id,
+    read_config,
+    read_status,
+    run_dir_for,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class JobError(RuntimeError):
+    """A job that cannot be started or controlled; the message says why and what to do."""
+
+
+def preflight(config: RunConfig) -> list[str]:
+    """Everything that can be checked in a second before launching: fields, files, reward code."""
+    from rft import data, models, rewards
+
+    problems = config.problems()
+    if config.data.path and not Path(config.data.path).expanduser().is_file():
+        problems.append(f"data.path: {config.data.path} does not exist")
+    elif config.data.path:
+        try:
+            data.read_file(config.data.path, config.data.prompt_column)
+        except data.DatasetError as exc:
+            problems.append(f"data.path: {exc}")
+    elif config.data.preset and config.data.preset not in data.PRESETS:
+        problems.append(f"data.preset: unknown preset {config.data.preset!r}")
+    reference = config.model.name_or_path.strip()
+    if reference and reference != models.BUNDLED_MODEL:
+        path = Path(reference).expanduser()
+        looks_like_path = path.is_absolute() or reference.startswith((".", "~")) or reference.count("/") != 1
+        if looks_like_path and not path.exists():
+            problems.append(f"model.name_or_path: {reference} does not exist")
+        elif path.is_dir() and not (path / "config.json").exists():
+            problems.append(f"model.name_or_path: {reference} is not a model directory (no config.json)")
+    if config.model.adapter and not (Path(config.model.adapter).expanduser() / "adapter_config.json").exists():
+        problems.append(f"model.adapter: {config.model.adapter} is not a PEFT adapter directory")
+    if config.rewards.source.strip():
+        check = rewards.check(config.rewards.source)
+        problems.extend(f"rewards.source: {error}" for error in check.errors)
+        unknown = sorted(set(config.rewards.weights) - {f.name for f in check.functions})
+        if check.ok and unknown:
+            problems.append(f"rewards.weights: no reward function named {', '.join(unknown)}")
+    return problems
+
+
+def active_jobs(runs_root: str | Path | None = None) -> list[RunSummary]:
+    return [run for run in list_runs(runs_root) if run.state in ACTIVE_STATES]
+
+
+@contextmanager
+def _launch_lock(runs_root: Path):
+    """Serialises check-then-start, so two dashboards launching at once cannot both start a job."""
+    runs_root.mkdir(parents=True, exist_ok=True)
+    with open(runs_root / ".launch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _spawn_trainer(run_dir: Path, resume: bool) -> int:
+    command = [sys.executable, "-m", "rft", "resume" if resume else "train", "--no-progress"]
+    command += [str(run_dir)] if resume else ["--config", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
+    log = open(run_dir / "logs.txt", "a", encoding="utf-8")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=env,
+    )
+    log.close()
+    return process.pid
+
+
+def _refuse_if_busy(runs_root: Path) -> None:
+    busy = active_jobs(runs_root)
+    if busy:
+        run = busy[0]
+        raise JobError(
+            f"run {run.run_id} is already {run.state} (step {run.step} of {run.max_steps}). One training job runs "
+            "at a time on this machine: stop it first, or wait for it to finish."
+        )
+
+
+def start_job(config: RunConfig, runs_root: str | Path | None = None) -> Path:
+    """Validate, create the run directory and start the trainer; returns the run directory."""
+    problems = preflight(config)
+    if problems:
+        raise ConfigError(problems)
+    root = Path(runs_root) if runs_root else default_runs_root()
+    with _launch_lock(root):
+        _refuse_if_busy(root)
+        run_dir = run_dir_for(root, new_run_id(config.name))
+        writer = RunWriter(run_dir)
+        writer.create(config)
+        writer.record_pid(_spawn_trainer(run_dir, resume=False))
+    return run_dir
+
+
+def resume_job(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise JobError(f"{run_dir} is not a run directory (no config.yaml)")
+    state = effective_state(read_status(run_dir))
+    if state == "finished":
+        raise JobError(f"run {run_dir.name} has finished; start a new run to train further")
+    with _launch_lock(run_dir.parent):
+        _refuse_if_busy(run_dir.parent)
+        read_config(run_dir).validate()
+        writer = RunWriter(run_dir)
+        writer.set_status("queued", pid=None, error=None)
+        writer.record_pid(_spawn_trainer(run_dir, resume=True))
+    return run_dir
+
+
+def stop_job(run_dir: str | Path) -> None:
+    """Ask the trainer to finish its current step, checkpoint and stop."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if effective_state(status) not in ACTIVE_STATES:
+        raise JobError(f"run {run_dir.name} is not running (state: {effective_state(status)})")
+    writer = RunWriter(run_dir)
+    writer.request_stop()
+    writer.set_status("stopping")
+
+
+def kill_job(run_dir: str | Path) -> None:
+    """Stop at once (SIGKILL); the run can be resumed from its last checkpoint."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    pid = status.get("pid")
+    if pid and effective_state(status) in ACTIVE_STATES:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    RunWriter(run_dir).set_status("stopped", error="killed by the user")

