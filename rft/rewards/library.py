@@ -1,0 +1,82 @@
+"""Built-in reward functions for the dashboard's preset menu.
+
+The menu inserts a function's source text into the user's code box, so each function here is
+self-contained (imports inside, standard library only), uses the per-sample signature
+(prompt, completion, example), and keeps its tunable constants in its own body.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+
+def format_check(prompt, completion, example):
+    """1.0 when the completion is <think>...</think> then <answer>...</answer>, else 0.0."""
+    import re
+
+    # Edit to require another format; DOTALL lets the reasoning span several lines.
+    PATTERN = r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$"
+    return 1.0 if re.match(PATTERN, completion, flags=re.DOTALL) else 0.0
+
+
+def exact_match(prompt, completion, example):
+    """1.0 when the answer equals example["answer"], ignoring case and surrounding spaces."""
+    import re
+
+    # The last <answer> tag is the final answer; without tags the whole completion is the answer.
+    tagged = re.findall(r"<answer>(.*?)</answer>", completion, flags=re.DOTALL)
+    answer = tagged[-1] if tagged else completion
+    expected = example["answer"]
+    if expected is None:
+        return None  # not applicable: this row has no reference answer
+    return 1.0 if answer.strip().lower() == str(expected).strip().lower() else 0.0
+
+
+def numeric_match(prompt, completion, example):
+    """1.0 when the last number in the answer equals example["answer"] within a tolerance."""
+    import re
+
+    TOLERANCE = 1e-6  # absolute, or relative to the expected value when that exceeds 1
+    tagged = re.findall(r"<answer>(.*?)</answer>", completion, flags=re.DOTALL)
+    text = tagged[-1] if tagged else completion
+    numbers = re.findall(r"-?\d+(?:,\d{3})*(?:\.\d+)?", text)
+    expected = example["answer"]
+    if expected is None:
+        return None  # not applicable: this row has no reference answer
+    if not numbers:
+        return 0.0
+    found = float(numbers[-1].replace(",", ""))
+    expected = float(str(expected).replace(",", ""))
+    return 1.0 if abs(found - expected) <= TOLERANCE * max(1.0, abs(expected)) else 0.0
+
+
+def length_penalty(prompt, completion, example):
+    """0 up to 1024 characters, then -1 per 1024 more, down to -10: long rambling stops paying."""
+    TARGET_CHARS = 1024
+    length = len(completion)
+    if length <= TARGET_CHARS:
+        return 0.0
+    return max((TARGET_CHARS - length) / TARGET_CHARS, -10.0)
+
+
+def repetition_penalty(prompt, completion, example):
+    """0 when no word n-gram repeats, towards -1 as the completion repeats itself."""
+    N = 3  # n-gram length in words
+    words = completion.lower().split()
+    ngrams = [tuple(words[start:start + N]) for start in range(len(words) - N + 1)]
+    if not ngrams:
+        return 0.0
+    return len(set(ngrams)) / len(ngrams) - 1.0
+
+
+LIBRARY: dict[str, str] = {
+    function.__name__: inspect.getsource(function)
+    for function in (format_check, exact_match, numeric_match, length_penalty, repetition_penalty)
+}
+
+
+def library_source(name: str) -> str:
+    """The source text of the built-in reward function `name`, ready to insert into the code box."""
+    if name not in LIBRARY:
+        raise ValueError(f"no built-in reward function {name!r}; choose one of {', '.join(LIBRARY)}")
+    return LIBRARY[name]
