@@ -81,7 +81,7 @@ def parse_reward_code(source: str) -> ast.Module:
         # up in the compiler. Compiling runs nothing.
         compile(source, "<reward code>", "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise RewardCodeError(_describe_syntax_error(exc)) from None
+        raise RewardCodeError(_describe_syntax_error(exc, source)) from None
     except ValueError as exc:
         raise RewardCodeError(f"the code cannot be read: {exc}") from None
     return ast.parse(source)
@@ -134,12 +134,14 @@ def _calling_convention(arguments: ast.arguments) -> str | None:
     return None
 
 
-def _describe_syntax_error(exc: SyntaxError) -> str:
+def _describe_syntax_error(exc: SyntaxError, source: str) -> str:
     kind = "indentation error" if isinstance(exc, IndentationError) else "syntax error"
     message = f"line {exc.lineno}: {kind}: {exc.msg}"
-    if exc.text and exc.text.strip():
-        code = exc.text.rstrip("\n")
-        message += f"\n    {code}"
+    lines = source.splitlines()
+    # Errors found by the compiler rather than the parser come without the line's text.
+    code = exc.text or (lines[exc.lineno - 1] if exc.lineno and exc.lineno <= len(lines) else "")
+    if code.strip():
+        message += f"\n    {code.rstrip()}"
         if exc.offset and exc.offset > 0:
             message += "\n    " + " " * (exc.offset - 1) + "^"
     return message

@@ -1,0 +1,82 @@
+"""The built-in reward functions, on values worked out by hand."""
+
+import pytest
+
+from rft.rewards import LIBRARY, library_source
+from rft.rewards.library import exact_match, format_check, length_penalty, numeric_match, repetition_penalty
+
+
+@pytest.mark.parametrize(("completion", "expected"), [
+    ("<think>2 + 2 is 4</think><answer>4</answer>", 1.0),
+    ("<think>first line\nsecond line</think>\n<answer>4</answer>\n", 1.0),
+    ("<answer>4</answer>", 0.0),
+    ("<think>no answer</think>", 0.0),
+    ("<answer>4</answer><think>backwards</think>", 0.0),
+    ("<think>why</think><answer>4</answer> and then more text", 0.0),
+    ("<think></think><answer>4</answer>", 0.0),
+])
+def test_format_check(completion, expected):
+    assert format_check("prompt", completion, {}) == expected
+
+
+@pytest.mark.parametrize(("completion", "answer", "expected"), [
+    ("<answer> Paris </answer>", "paris", 1.0),
+    (" PARIS \n", "Paris", 1.0),
+    ("<answer>Lyon</answer>", "Paris", 0.0),
+    ("<answer>Lyon</answer> no wait <answer>Paris</answer>", "Paris", 1.0),
+    ("<answer>4</answer>", 4, 1.0),
+    ("<answer>Paris</answer>", None, None),
+])
+def test_exact_match(completion, answer, expected):
+    assert exact_match("prompt", completion, {"answer": answer}) == expected
+
+
+@pytest.mark.parametrize(("completion", "answer", "expected"), [
+    ("<answer>The total is 1,234.5 dollars</answer>", "1234.5", 1.0),
+    ("First 3, then 7", 7, 1.0),
+    ("First 3, then 7", 3, 0.0),
+    ("<answer>7</answer> but later I said 9", "7", 1.0),
+    ("<answer>-2</answer>", "-2", 1.0),
+    ("<answer>3.0000001</answer>", 3, 1.0),
+    ("<answer>3.001</answer>", 3, 0.0),
+    ("<answer>2000001</answer>", "2,000,000", 1.0),
+    ("<answer>2000003</answer>", "2,000,000", 0.0),
+    ("no number at all", "5", 0.0),
+    ("<answer>5</answer>", None, None),
+])
+def test_numeric_match(completion, answer, expected):
+    assert numeric_match("prompt", completion, {"answer": answer}) == expected
+
+
+@pytest.mark.parametrize(("length", "expected"), [
+    (0, 0.0),
+    (1024, 0.0),
+    (1025, -1 / 1024),
+    (1536, -0.5),
+    (2048, -1.0),
+    (3072, -2.0),
+    (11264, -10.0),
+    (20000, -10.0),
+])
+def test_length_penalty(length, expected):
+    assert length_penalty("prompt", "x" * length, {}) == expected
+
+
+@pytest.mark.parametrize(("completion", "expected"), [
+    ("the cat sat on the mat", 0.0),
+    ("a b c a b c", 3 / 4 - 1),
+    ("go go go go go", 1 / 3 - 1),
+    ("Go go GO", 0.0),
+    ("two words", 0.0),
+    ("", 0.0),
+])
+def test_repetition_penalty(completion, expected):
+    assert repetition_penalty("prompt", completion, {}) == pytest.approx(expected)
+
+
+def test_library_sources_are_the_functions_text():
+    assert list(LIBRARY) == ["format_check", "exact_match", "numeric_match", "length_penalty", "repetition_penalty"]
+    assert library_source("length_penalty").startswith("def length_penalty(prompt, completion, example):\n")
+    assert "TARGET_CHARS = 1024" in library_source("length_penalty")
+    with pytest.raises(ValueError, match="choose one of format_check, exact_match"):
+        library_source("no_such_reward")
