@@ -75,7 +75,7 @@ def solver_guess(history: History) -> str:
 
     It scores the remaining candidates plus a few probe words (scoring every allowed word
     would take seconds per decision). Decisions are cached, so games that share an opening
-    cost nothing twice: all 2,315 answer games take about 3 s, average 3.51 guesses, and
+    cost nothing twice: all 2,315 answer games take about 2 s, average 3.50 guesses, and
     every one is won within six.
     """
     return _best_guess(tuple(feedback_text for _, feedback_text in history))
