@@ -31,7 +31,7 @@ def batch(*completions: str, **columns: list) -> tuple[list[str], list[str], lis
 
 def same_scores(actual: list[float], expected: list[float]) -> bool:
     return len(actual) == len(expected) and all(
-        (math.isnan(a) and math.isnan(e)) or a == e for a, e in zip(actual, expected)
+        (math.isnan(a) and math.isnan(e)) or a == e for a, e in zip(actual, expected, strict=True)
     )
 
 
@@ -193,24 +193,27 @@ def test_sys_exit_fails_the_call_without_killing_the_worker():
 def test_values_that_are_not_rewards_are_missing_and_recorded():
     source = code('''
         def per_sample(prompt, completion, example):
-            return {"text": "three", "flag": True, "list": [1.0], "none": None,
-                    "nan": float("nan"), "inf": float("inf"), "int": 3}[completion]
+            return {"text": "three", "flag": True, "list": [1.0], "none": None, "nan": float("nan"),
+                    "inf": float("inf"), "huge": 10 ** 400, "int": 3}[completion]
     ''')
     with RewardRuntime(source) as runtime:
-        result = runtime.score(*batch("text", "flag", "list", "none", "nan", "inf", "int"))
+        result = runtime.score(*batch("text", "flag", "list", "none", "nan", "inf", "huge", "int"))
 
     nan = math.nan
-    assert same_scores(result.per_function["per_sample"], [nan, nan, nan, nan, nan, nan, 3.0])
-    assert result.total == [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0]
-    assert result.errors["per_sample"].count == 4
+    assert same_scores(result.per_function["per_sample"], [nan, nan, nan, nan, nan, nan, nan, 3.0])
+    assert result.total == [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0]
+    assert result.errors["per_sample"].count == 5
     assert result.errors["per_sample"].first_message == (
         "completion 0: returned str 'three'; a reward must be an int, a float or None"
     )
     assert result.not_applicable == {"per_sample": 2}
-    assert result.row_errors[1] == "per_sample: completion 1: returned bool True; a reward must be an int, a float or None"
+    assert result.row_errors[1] == (
+        "per_sample: completion 1: returned bool True; a reward must be an int, a float or None"
+    )
     assert result.row_errors[2].endswith("returned list [1.0]; a reward must be an int, a float or None")
     assert result.row_errors[3:5] == ["", ""]
     assert result.row_errors[5] == "per_sample: completion 5: returned inf; a reward must be finite"
+    assert result.row_errors[6].endswith("; too large for a float")
 
 
 def test_batched_results_must_be_lists_of_the_right_length():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rft.rewards.analysis import (
     PER_SAMPLE,
@@ -43,7 +43,7 @@ class ScoreResult:
     errors: dict[str, FunctionErrors]  # only functions that had errors
     not_applicable: dict[str, int]  # completions a function returned None or NaN for, when any
     row_errors: list[str]  # per completion: "function: last line of the problem; ...", "" if none
-    logs: list[tuple[str, str]]  # (function name, what one call printed)
+    logs: list[tuple[str, str]]  # (function name, what it printed during this score() call)
     seconds: float
 
     def to_dataframe(self):
@@ -121,7 +121,7 @@ class RewardRuntime:
 
     def _score_per_sample(self, info, prompts, completions, examples) -> CallOutcome:
         scores, problems, outputs = [], [], []
-        for index, (prompt, completion, example) in enumerate(zip(prompts, completions, examples)):
+        for index, (prompt, completion, example) in enumerate(zip(prompts, completions, examples, strict=True)):
             outcome = self._call(CallRequest(info.name, (prompt, completion, example), {}, None))
             scores += outcome.scores
             problems += [f"completion {index}: {problem}" if problem else None for problem in outcome.problems]
@@ -154,7 +154,7 @@ class RewardRuntime:
             failed = [problem for problem in outcome.problems if problem]
             if failed:
                 errors[name] = FunctionErrors(len(failed), failed[0])
-            inapplicable = sum(1 for score, problem in zip(outcome.scores, outcome.problems)
+            inapplicable = sum(1 for score, problem in zip(outcome.scores, outcome.problems, strict=True)
                                if math.isnan(score) and not problem)
             if inapplicable:
                 not_applicable[name] = inapplicable

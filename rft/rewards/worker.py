@@ -120,7 +120,10 @@ def score_from_value(value) -> tuple[float, str | None]:
     # bool is an int subclass, but True as a reward is almost always a missing float().
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return math.nan, f"returned {_describe_value(value)}; a reward must be an int, a float or None"
-    score = float(value)
+    try:
+        score = float(value)
+    except OverflowError:
+        return math.nan, f"returned {_describe_value(value)}; too large for a float"
     if math.isinf(score):
         return math.nan, f"returned {score}; a reward must be finite"
     return score, None
