@@ -14,12 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # The reward code must run on its own in the reward worker, so it holds the one implementation of
-# the feedback rules and of expected information; the game, the solver and the UI use it from there.
-from rft.wordle.rewards import ABSENT, CORRECT, PRESENT  # noqa: F401  (re-exported for callers)
+# the feedback rules and of expected information; the game, the solver and the UI use it from
+# there, through the public names given here.
+from rft.wordle.rewards import (  # noqa: F401  (re-exported for the UI and tests)
+    ABSENT,
+    CORRECT,
+    PRESENT,
+)
 from rft.wordle.rewards import _consistent_words as consistent_words
 from rft.wordle.rewards import _expected_information as expected_information
 from rft.wordle.rewards import _feedback_symbols as feedback_symbols
-from rft.wordle.rewards import _parse_feedback as parse_feedback
+from rft.wordle.rewards import _parse_feedback as parse_feedback  # noqa: F401
 from rft.wordle.rewards import _render_feedback as render_feedback
 
 WORD_LENGTH = 5
@@ -58,11 +63,6 @@ def _read_words(path: Path) -> list[str]:
 def feedback(guess: str, secret: str) -> str:
     """The rendered feedback for `guess` against `secret`, e.g. `S(-) T(x) O(x) R(-) M(x)`."""
     return render_feedback(guess, feedback_symbols(guess, secret))
-
-
-def is_solved(feedback_text: str) -> bool:
-    _, symbols = parse_feedback(feedback_text)
-    return symbols == CORRECT * WORD_LENGTH
 
 
 def candidates(history: History, words: frozenset[str] | None = None) -> tuple[str, ...]:
