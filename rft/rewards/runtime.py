@@ -95,7 +95,11 @@ class RewardRuntime:
         return [info.name for info in self.functions]
 
     def score(self, prompts: list[str], completions: list[str], examples: list[dict]) -> ScoreResult:
-        """Every function's reward for every completion; examples hold each row's other columns."""
+        """Every function's reward for every completion; examples hold each row's other columns.
+
+        Failed calls are recorded in the result, never raised. Raises RewardCodeError only when a
+        replacement worker can no longer run the code (a file it reads at import has gone, say).
+        """
         if not len(prompts) == len(completions) == len(examples):
             raise ValueError(f"score() needs as many prompts ({len(prompts)}) and examples "
                              f"({len(examples)}) as completions ({len(completions)})")
@@ -119,7 +123,8 @@ class RewardRuntime:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _score_per_sample(self, info, prompts, completions, examples) -> CallOutcome:
+    def _score_per_sample(self, info: RewardFunctionInfo, prompts: list[str], completions: list[str],
+                          examples: list[dict]) -> CallOutcome:
         scores, problems, outputs = [], [], []
         for index, (prompt, completion, example) in enumerate(zip(prompts, completions, examples, strict=True)):
             outcome = self._call(CallRequest(info.name, (prompt, completion, example), {}, None))
@@ -128,7 +133,8 @@ class RewardRuntime:
             outputs.append(outcome.output)
         return CallOutcome(scores, problems, "".join(outputs))
 
-    def _score_batched(self, info, prompts, completions, examples) -> CallOutcome:
+    def _score_batched(self, info: RewardFunctionInfo, prompts: list[str], completions: list[str],
+                       examples: list[dict]) -> CallOutcome:
         if not completions:
             return CallOutcome([], [])
         columns = {key: [example.get(key) for example in examples] for key in _column_names(examples)}
