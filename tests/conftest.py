@@ -38,6 +38,7 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # wide enough logits that a policy can move within a few steps
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

