@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from rft.rewards.worker import REWARD_CODE_FILENAME
+
 PER_SAMPLE = "per_sample"
 BATCHED = "batched"
 CONVENTION_LABELS = {PER_SAMPLE: "per-sample", BATCHED: "batched"}
@@ -79,7 +81,7 @@ def parse_reward_code(source: str) -> ast.Module:
     try:
         # A full compile, not just ast.parse: errors like `return` outside a function only show
         # up in the compiler. Compiling runs nothing.
-        compile(source, "<reward code>", "exec", dont_inherit=True)
+        compile(source, REWARD_CODE_FILENAME, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise RewardCodeError(_describe_syntax_error(exc, source)) from None
     except ValueError as exc:
