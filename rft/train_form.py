@@ -1,0 +1,269 @@
+"""The Train tab's logic, without Gradio: which fields the form has, how its values become a
+RunConfig, and the checks and previews it shows before a launch.
+
+The form is described once here (`HYPERPARAMETER_GROUPS`), so the UI builds its inputs from the
+same list that `config_from_values` applies, and the help text sits next to the field it explains.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rft import data as datasets
+from rft.config import LOSS_TYPES, LR_SCHEDULERS, SCALE_REWARDS, ConfigError, DataConfig, RunConfig
+
+UPLOADS_FOLDER = "uploads"
+PREVIEW_ROWS = 5
+
+
+@dataclass(frozen=True)
+class FormField:
+    path: str  # dotted RunConfig path, e.g. "sampling.num_generations"
+    label: str
+    help: str
+    kind: str  # int | float | choice | bool | text
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # an empty input means None (the field's "off" or "automatic" value)
+
+    @property
+    def element_id(self) -> str:
+        """A stable DOM id for the input, so tests and CSS can find it."""
+        return "hp-" + self.path.replace(".", "-").replace("_", "-")
+
+
+HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
+    "Sampling": [
+        FormField("sampling.num_generations", "Completions per prompt (G)",
+                  "GRPO compares the G completions of one prompt with each other; more gives a steadier "
+                  "baseline but costs generation time. At least 2.", "int"),
+        FormField("sampling.max_completion_length", "Max completion tokens",
+                  "Longer answers are cut here (and count as truncated).", "int"),
+        FormField("sampling.temperature", "Temperature",
+                  "Sampling temperature; around 1.0 keeps the group diverse enough to learn from.", "float"),
+        FormField("sampling.top_p", "Top-p", "Nucleus sampling; 1.0 disables it.", "float"),
+        FormField("sampling.top_k", "Top-k", "Keep only the k most likely tokens; 0 disables it.", "int"),
+    ],
+    "GRPO": [
+        FormField("grpo.beta", "KL weight (beta)",
+                  "Pulls the policy towards the starting model; 0 skips the reference pass (faster).", "float"),
+        FormField("grpo.epsilon_low", "Clip epsilon (low)", "PPO-style clipping of the probability ratio.", "float"),
+        FormField("grpo.epsilon_high", "Clip epsilon (high)",
+                  "Upper clip; empty uses the low value (DAPO uses 0.28).", "float", optional=True),
+        FormField("grpo.num_iterations", "Passes per batch (mu)",
+                  "Optimisation passes over each sampled batch; 1 is the usual choice.", "int"),
+        FormField("grpo.loss_type", "Loss aggregation",
+                  "How token losses are averaged: grpo (per sequence), bnpo, dr_grpo, dapo.", "choice", LOSS_TYPES),
+        FormField("grpo.scale_rewards", "Reward scaling",
+                  "Divide advantages by the group's std (group), the batch's (batch) or not at all (none).",
+                  "choice", SCALE_REWARDS),
+        FormField("grpo.mask_truncated_completions", "Ignore truncated completions",
+                  "Completions that hit the length limit do not contribute to the loss.", "bool"),
+    ],
+    "Optimisation": [
+        FormField("optim.learning_rate", "Learning rate", "LoRA adapters train well around 1e-5 to 1e-4.", "float"),
+        FormField("optim.lr_scheduler", "LR schedule", "How the learning rate changes over the run.",
+                  "choice", LR_SCHEDULERS),
+        FormField("optim.warmup_steps", "Warm-up steps", "Steps over which the learning rate ramps up.", "int"),
+        FormField("optim.weight_decay", "Weight decay", "AdamW weight decay.", "float"),
+        FormField("optim.max_grad_norm", "Max gradient norm", "Gradients are clipped to this norm.", "float"),
+        FormField("optim.prompts_per_step", "Prompts per micro-batch (P)",
+                  "Prompts sampled together; memory grows with P x G.", "int"),
+        FormField("optim.gradient_accumulation_steps", "Accumulation steps",
+                  "Micro-batches per optimiser step: a larger batch without more memory.", "int"),
+    ],
+    "LoRA": [
+        FormField("lora.rank", "Rank", "Adapter rank; 8 to 32 is typical for small models.", "int"),
+        FormField("lora.alpha", "Alpha", "Adapter scaling; often twice the rank.", "int"),
+        FormField("lora.dropout", "Dropout", "Dropout on the adapter input.", "float"),
+        FormField("lora.target_modules", "Target modules",
+                  "'all-linear', or comma-separated module names such as q_proj,v_proj.", "text"),
+    ],
+    "Schedule": [
+        FormField("schedule.max_steps", "Max steps", "Optimiser steps to train for.", "int"),
+        FormField("schedule.epochs", "Epochs", "When set, replaces max steps with passes over the dataset.",
+                  "float", optional=True),
+        FormField("schedule.save_every", "Checkpoint every", "Steps between checkpoints; 0 saves only at the end. "
+                  "Stop and resume continue from the last checkpoint.", "int"),
+        FormField("schedule.seed", "Seed", "Seeds sampling and data order; the same seed repeats a run.", "int"),
+        FormField("data.max_prompt_length", "Max prompt tokens", "Longer prompts are left out (and logged).", "int"),
+        FormField("data.limit", "Use first N rows", "Empty uses the whole dataset.", "int", optional=True),
+    ],
+}
+
+ALL_FIELDS: list[FormField] = [f for fields in HYPERPARAMETER_GROUPS.values() for f in fields]
+BATCH_FIELDS = ("sampling.num_generations", "sampling.max_completion_length", "optim.prompts_per_step",
+                "optim.gradient_accumulation_steps", "schedule.max_steps")
+
+
+def get_path(config: RunConfig, path: str):
+    node = config
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def field_values(config: RunConfig) -> list:
+    """The config's value of every hyperparameter field, in ALL_FIELDS order."""
+    return [get_path(config, f.path) for f in ALL_FIELDS]
+
+
+def config_from_values(base: RunConfig, values: dict[str, object]) -> RunConfig:
+    """`base` with the form's values (dotted path -> value) applied; raises ConfigError naming bad fields.
+
+    Types are checked here, ranges by `RunConfig.problems()` (the caller shows both the same way).
+    """
+    data = base.to_dict()
+    optional = {f.path for f in ALL_FIELDS if f.optional}
+    for path, value in values.items():
+        if isinstance(value, str) and path != "rewards.source":
+            value = value.strip()
+        if value in ("", None) and path in optional:
+            value = None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError([f"{path}: expected a finite number"])
+        node = data
+        *sections, key = path.split(".")
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    return RunConfig.from_dict(data)
+
+
+def effective_batch_summary(config: RunConfig) -> str:
+    """One line a person can check the batch arithmetic against, plus warnings that cost runs."""
+    s, o = config.sampling, config.optim
+    prompts = o.prompts_per_step * o.gradient_accumulation_steps
+    completions = config.completions_per_step
+    lines = [
+        f"**Effective batch:** {o.prompts_per_step} prompt(s) x {s.num_generations} completions x "
+        f"{o.gradient_accumulation_steps} accumulation = **{completions} completions per step** "
+        f"({prompts} prompt group(s)); up to {completions * s.max_completion_length:,} generated tokens per step."
+    ]
+    if config.schedule.epochs:
+        lines.append(f"Trains for {config.schedule.epochs:g} epoch(s) of the dataset.")
+    else:
+        lines.append(f"{config.schedule.max_steps} steps: {config.schedule.max_steps * prompts:,} prompts seen.")
+    if 2 <= s.num_generations < 4:
+        lines.append("Few completions per group: many groups will have identical rewards and teach nothing.")
+    return "  \n".join(lines)
+
+
+def cli_command(config_path: str | Path, run_dir: str | Path | None = None) -> str:
+    """The shell command that trains this config without the dashboard."""
+    command = ["python", "-m", "rft", "train", "--config", str(config_path)]
+    if run_dir is not None:
+        command += ["--run-dir", str(run_dir)]
+    return shlex.join(command)
+
+
+def store_upload(uploaded: str | Path, runs_root: str | Path) -> Path:
+    """Copy an uploaded dataset next to the runs, so a run still finds it after the upload cache is cleared."""
+    source = Path(uploaded)
+    folder = Path(runs_root) / UPLOADS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    counter = 1
+    while target.exists() and target.read_bytes() != source.read_bytes():
+        target = folder / f"{source.stem}-{counter}{source.suffix}"
+        counter += 1
+    if not target.exists():
+        shutil.copyfile(source, target)
+    return target
+
+
+@dataclass
+class DatasetPreview:
+    rows: list[dict]  # the first rows, as loaded (reward previews score against them)
+    frame: pd.DataFrame  # what the preview table shows
+    message: str  # validation result, in words
+
+
+def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPreview:
+    """The first rows of a dataset and whether it is usable; never raises for a bad dataset."""
+    try:
+        rows = datasets.load_rows(data)
+    except datasets.DatasetError as exc:
+        return DatasetPreview([], pd.DataFrame(), f"Dataset problem: {exc}")
+    except Exception as exc:  # a preset whose generator is broken or missing
+        return DatasetPreview([], pd.DataFrame(), f"Dataset could not be loaded: {type(exc).__name__}: {exc}")
+    source = Path(data.path).name if data.path else f"preset '{data.preset}'"
+    columns = sorted({key for row in rows[:count] for key in row})
+    message = f"{source}: {len(rows):,} rows, columns: {', '.join(columns)}."
+    return DatasetPreview(rows[:count], datasets.preview_frame(rows, data, count), message)
+
+
+def weights_table(functions, weights: dict[str, float]) -> pd.DataFrame:
+    """One row per reward function found by a check, with its current weight (editable in the UI)."""
+    return pd.DataFrame(
+        [[f.name, f.convention.replace("_", "-"), weights.get(f.name, 1.0), f.summary] for f in functions],
+        columns=["function", "convention", "weight", "description"],
+    )
+
+
+def weights_from_table(table: pd.DataFrame | None) -> dict[str, float]:
+    """The weights typed into the table; raises ValueError naming a weight that is not a number.
+
+    Only weights other than 1.0 are kept, so a config stays valid when a function is renamed.
+    """
+    if table is None or len(table) == 0 or "function" not in table:
+        return {}
+    weights = {}
+    for name, raw in zip(table["function"], table["weight"]):
+        name = str(name).strip()
+        if not name:
+            continue
+        try:
+            weight = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"the weight of {name} must be a number, got {raw!r}") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"the weight of {name} must be a finite number")
+        if weight != 1.0:
+            weights[name] = weight
+    return weights
+
+
+def sample_completions(rows: list[dict], pasted: str) -> list[str]:
+    """What Try scores for each preview row: the pasted completion, else the row's own `completion`."""
+    if pasted.strip():
+        return [pasted] * len(rows)
+    return [str(row.get("completion", "")) for row in rows]
+
+
+def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: DataConfig,
+                pasted: str, timeout_s: float) -> tuple[pd.DataFrame, str]:
+    """Score sample completions of the preview rows with the reward code: a table and a message."""
+    from rft import rewards
+
+    if not rows:
+        return pd.DataFrame(), "No preview rows to score: choose a dataset first."
+    completions = sample_completions(rows, pasted)
+    if not any(c.strip() for c in completions):
+        return pd.DataFrame(), "Paste a completion to score (the dataset has no `completion` column)."
+    prompts = [datasets.prompt_text_for_display(datasets.to_messages(row, data)) for row in rows]
+    examples = [datasets.example_of(row, data) for row in rows]
+    check, scores = rewards.preview(source, prompts, completions, examples, weights or None, timeout_s)
+    if scores is None:
+        return pd.DataFrame(), check.message()
+    frame = scores.to_dataframe().round(4)
+    frame.insert(0, "prompt", [_shorten(p, 60) for p in prompts])
+    frame.insert(1, "completion", [_shorten(c, 60) for c in completions])
+    failed = ", ".join(f"{name} ({errors.count} failed)" for name, errors in scores.errors.items())
+    message = f"Scored {len(completions)} completion(s) in {scores.seconds:.2f} s."
+    if failed:
+        message += f" Errors: {failed}; the error column shows each."
+    printed = [f"{name}: {text.strip()}" for name, text in scores.logs if text.strip()]
+    if printed:
+        message += "\nPrinted:\n" + "\n".join(printed[:20])
+    return frame, message
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,181 @@
+"""Plotly figure builders for the dashboard: a metrics DataFrame (indexed by step) in, a Figure out.
+
+Builders are pure and never raise on missing columns or empty frames: a chart with nothing to show
+says so in its middle, because a run that has just started has no metrics yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+PALETTE = ["#4f46e5", "#0d9488", "#d97706", "#db2777", "#2563eb", "#65a30d", "#9333ea", "#dc2626"]
+ZERO_SPREAD_COLOR = "#dc2626"
+CHART_HEIGHT = 230
+GROUP_STEPS = 4  # recent steps whose groups the spread chart shows
+
+
+def _layout(figure: go.Figure, title: str, y_title: str = "", height: int = CHART_HEIGHT) -> go.Figure:
+    figure.update_layout(
+        title={"text": title, "x": 0.01, "y": 0.97, "font": {"size": 13}},
+        height=height,
+        margin={"l": 48, "r": 12, "t": 34, "b": 30},
+        template="plotly_white",
+        font={"size": 11, "family": "system-ui, -apple-system, Segoe UI, sans-serif"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1, "font": {"size": 10}},
+        hovermode="x unified",
+        yaxis_title=y_title,
+        uirevision=title,  # keeps the user's zoom across live refreshes
+    )
+    figure.update_xaxes(title_text="step", title_standoff=2, title_font={"size": 10})
+    return figure
+
+
+def empty_figure(title: str, message: str = "no data yet") -> go.Figure:
+    figure = go.Figure()
+    figure.add_annotation(text=message, showarrow=False, font={"size": 12, "color": "#6b7280"},
+                          xref="paper", yref="paper", x=0.5, y=0.5)
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return _layout(figure, title)
+
+
+def _has(metrics: pd.DataFrame, *columns: str) -> bool:
+    return not metrics.empty and all(c in metrics and metrics[c].notna().any() for c in columns)
+
+
+def _line(figure: go.Figure, metrics: pd.DataFrame, column: str, name: str, color: str, **extra) -> None:
+    if column in metrics:
+        figure.add_trace(go.Scatter(x=metrics.index, y=metrics[column], name=name, mode="lines",
+                                    line={"color": color, "width": 1.8}, **extra))
+
+
+def lines_chart(metrics: pd.DataFrame, title: str, series: dict[str, str], y_title: str = "") -> go.Figure:
+    """One line per column (`series` maps column to legend name); the columns that exist are drawn."""
+    present = {c: n for c, n in series.items() if _has(metrics, c)}
+    if not present:
+        return empty_figure(title)
+    figure = go.Figure()
+    for i, (column, name) in enumerate(present.items()):
+        _line(figure, metrics, column, name, PALETTE[i % len(PALETTE)])
+    return _layout(figure, title, y_title)
+
+
+def reward_chart(metrics: pd.DataFrame) -> go.Figure:
+    """Total reward mean with a band of one standard deviation: the number to watch."""
+    title = "Total reward (mean ± std)"
+    if not _has(metrics, "reward"):
+        return empty_figure(title)
+    mean = metrics["reward"]
+    std = metrics["reward_std"].fillna(0) if "reward_std" in metrics else pd.Series(0.0, index=metrics.index)
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=metrics.index, y=mean + std, mode="lines", line={"width": 0},
+                                showlegend=False, hoverinfo="skip"))
+    figure.add_trace(go.Scatter(x=metrics.index, y=mean - std, mode="lines", line={"width": 0}, fill="tonexty",
+                                fillcolor="rgba(79,70,229,0.15)", name="± std", hoverinfo="skip"))
+    _line(figure, metrics, "reward", "mean", PALETTE[0])
+    return _layout(figure, title, "reward")
+
+
+def reward_functions_chart(metrics: pd.DataFrame, functions: list[str]) -> go.Figure:
+    series = {f"rewards/{name}/mean": name for name in functions}
+    return lines_chart(metrics, "Reward per function (mean)", series, "reward")
+
+
+def group_rewards_chart(metrics: pd.DataFrame, steps: int = GROUP_STEPS) -> go.Figure:
+    """The rewards inside each group of the last `steps` steps: the spread GRPO learns from.
+
+    A group whose completions all scored the same has zero advantage everywhere and teaches
+    nothing; those are drawn red.
+    """
+    title = f"Rewards within each group (last {steps} steps; red = no spread)"
+    if not _has(metrics, "group_rewards"):
+        return empty_figure(title)
+    figure = go.Figure()
+    recent = metrics["group_rewards"].dropna().tail(steps)
+    for step, groups in recent.items():
+        for g, rewards in enumerate(groups if isinstance(groups, list) else [], start=1):
+            values = [r for r in rewards if r is not None]
+            if not values:
+                continue
+            flat = float(np.ptp(values)) < 1e-9
+            color = ZERO_SPREAD_COLOR if flat else PALETTE[int(step) % len(PALETTE)]
+            figure.add_trace(go.Box(
+                y=values, name=f"{step}·g{g}", boxpoints="all", jitter=0.4, pointpos=0,
+                marker={"color": color, "size": 5}, line={"color": color, "width": 1},
+                fillcolor="rgba(0,0,0,0)", showlegend=False,
+                hovertemplate=f"step {step}, group {g}<br>reward %{{y:.3f}}<extra></extra>",
+            ))
+    if not figure.data:
+        return empty_figure(title)
+    _layout(figure, title, "total reward")
+    figure.update_layout(hovermode="closest")
+    figure.update_xaxes(title_text="step · group", tickfont={"size": 9})
+    return figure
+
+
+def completion_length_chart(metrics: pd.DataFrame) -> go.Figure:
+    title = "Completion length (tokens)"
+    if not _has(metrics, "completion_length/mean"):
+        return empty_figure(title)
+    figure = go.Figure()
+    if _has(metrics, "completion_length/max", "completion_length/min"):
+        figure.add_trace(go.Scatter(x=metrics.index, y=metrics["completion_length/max"], mode="lines",
+                                    line={"width": 0.8, "color": PALETTE[1], "dash": "dot"}, name="max"))
+        figure.add_trace(go.Scatter(x=metrics.index, y=metrics["completion_length/min"], mode="lines",
+                                    line={"width": 0.8, "color": PALETTE[1], "dash": "dot"}, name="min",
+                                    fill="tonexty", fillcolor="rgba(13,148,136,0.10)"))
+    _line(figure, metrics, "completion_length/mean", "mean", PALETTE[1])
+    return _layout(figure, title, "tokens")
+
+
+def step_time_chart(metrics: pd.DataFrame) -> go.Figure:
+    """Seconds per step, stacked: where the time goes (generation is usually most of it)."""
+    title = "Step time (s): generate / score / train"
+    parts = {"time/generate": "generate", "time/score": "score", "time/train": "train"}
+    present = {c: n for c, n in parts.items() if _has(metrics, c)}
+    if not present:
+        return empty_figure(title)
+    figure = go.Figure()
+    for i, (column, name) in enumerate(present.items()):
+        figure.add_trace(go.Scatter(x=metrics.index, y=metrics[column], name=name, mode="lines", stackgroup="time",
+                                    line={"width": 0.5, "color": PALETTE[i]}))
+    return _layout(figure, title, "seconds")
+
+
+def kl_chart(metrics: pd.DataFrame) -> go.Figure:
+    return lines_chart(metrics, "KL to the reference", {"kl": "kl"})
+
+
+def loss_chart(metrics: pd.DataFrame) -> go.Figure:
+    return lines_chart(metrics, "Loss (near 0 by construction)", {"loss": "loss"})
+
+
+def clip_chart(metrics: pd.DataFrame) -> go.Figure:
+    return lines_chart(metrics, "Clip ratio", {"clip_ratio/low": "low", "clip_ratio/high": "high",
+                                               "clip_ratio/region": "region"})
+
+
+def entropy_chart(metrics: pd.DataFrame) -> go.Figure:
+    return lines_chart(metrics, "Entropy (nats per token)", {"entropy": "entropy"})
+
+
+def throughput_chart(metrics: pd.DataFrame) -> go.Figure:
+    return lines_chart(metrics, "Generation speed (tokens/s)", {"tokens_per_second": "tokens/s"})
+
+
+def reward_overlay_chart(curves: dict[str, pd.Series]) -> go.Figure:
+    """Several runs' mean reward on one chart (run id -> reward Series indexed by step)."""
+    title = "Mean reward by run"
+    drawn = {name: curve.dropna() for name, curve in curves.items() if curve is not None and curve.notna().any()}
+    if not drawn:
+        return empty_figure(title, "choose runs with metrics to compare")
+    figure = go.Figure()
+    for i, (name, curve) in enumerate(drawn.items()):
+        figure.add_trace(go.Scatter(x=curve.index, y=curve, name=name, mode="lines",
+                                    line={"color": PALETTE[i % len(PALETTE)], "width": 1.8}))
+    _layout(figure, title, "reward", height=320)
+    figure.update_layout(legend={"orientation": "v", "y": 1, "yanchor": "top", "x": 1.01, "xanchor": "left"},
+                         margin={"r": 160})
+    return figure

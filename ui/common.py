@@ -1,0 +1,56 @@
+"""Small pieces every tab uses: the list of runs for pickers, and how messages look."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+
+from rft.runs import list_runs, run_dir_for
+
+
+def run_ids(runs_root: Path) -> list[str]:
+    """Every run under the runs directory, newest first (including runs started from the CLI)."""
+    return [run.run_id for run in list_runs(runs_root)]
+
+
+def run_picker_update(runs_root: Path, selected: str | None) -> dict:
+    """Fresh choices for a run dropdown, keeping `selected` when it still exists, else the newest run."""
+    choices = run_ids(runs_root)
+    value = selected if selected in choices else (choices[0] if choices else None)
+    return gr.update(choices=choices, value=value)
+
+
+def resolve_run(runs_root: Path, run_id: str | None) -> Path | None:
+    """The directory of a picked run, or None when nothing valid is picked."""
+    if not run_id:
+        return None
+    try:
+        run_dir = run_dir_for(runs_root, run_id)
+    except ValueError:
+        return None
+    return run_dir if (run_dir / "config.yaml").exists() else None
+
+
+def notice(text: str, kind: str = "info") -> str:
+    """A message box (HTML) for a callback's outcome; kind is info, ok, warn or error."""
+    if not text:
+        return ""
+    body = "<br>".join(html.escape(line) for line in text.strip().splitlines())
+    return f'<div class="notice notice-{kind}">{body}</div>'
+
+
+def problems_notice(title: str, problems: list[str]) -> str:
+    items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    return f'<div class="notice notice-error"><b>{html.escape(title)}</b><ul>{items}</ul></div>'
+
+
+STATE_CLASSES = {
+    "queued": "state-active", "running": "state-active", "stopping": "state-active",
+    "finished": "state-done", "stopped": "state-idle", "failed": "state-failed",
+}
+
+
+def state_badge(state: str) -> str:
+    return f'<span class="state {STATE_CLASSES.get(state, "state-idle")}">{html.escape(state)}</span>'

@@ -1,0 +1,114 @@
+"""The Monitor tab: live charts, progress and logs of any run, running or finished.
+
+A timer polls the chosen run's files. Nothing is redrawn while they are unchanged, and once a
+run has ended and its files stop changing the timer switches itself off; choosing a run (or
+launching one) switches it back on.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from rft.monitoring import change_signature, downsample, reward_function_names, run_progress
+from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status, tail_logs
+from ui import charts
+from ui.common import resolve_run, run_picker_update, state_badge
+
+REFRESH_S = 1.5
+LOG_LINES = 300
+LOSS_NOTE = (
+    "**Watch the reward, not the loss.** With one optimisation pass per batch the GRPO loss stays near 0 by "
+    "construction (advantages are centred within each group), so a flat loss is normal. A rising reward, and "
+    "groups whose completions score differently, are the signs of learning."
+)
+
+
+@dataclass
+class MonitorTab:
+    show_run: Callable  # run id -> updates for `show_run_outputs`: pick the run, restart polling
+    show_run_outputs: list
+    on_load: tuple[Callable, list, list]  # (fn, inputs, outputs) to run when a browser (re)connects
+
+
+def build(runs_root: Path) -> MonitorTab:
+    with gr.Row(equal_height=True, elem_classes="toolbar"):
+        run = gr.Dropdown([], label="Run", scale=4, min_width=260, elem_id="monitor-run",
+                          info="Any run in the runs directory, running or finished")
+        refresh = gr.Button("↻ Refresh", size="sm", scale=0, min_width=90)
+        progress = gr.HTML(elem_id="monitor-progress", min_height=48)
+    gr.Markdown(LOSS_NOTE, elem_classes="note")
+    plots = {}
+    layout = [
+        ("reward", "functions", "groups"),
+        ("kl", "loss", "clip"),
+        ("entropy", "length", "time", "speed"),
+    ]
+    for row in layout:
+        with gr.Row(equal_height=True, elem_classes="chart-row"):
+            for name in row:
+                plots[name] = gr.Plot(show_label=False, elem_id=f"chart-{name}", elem_classes="chart", min_width=240)
+    logs = gr.Textbox(label="logs.txt (latest lines: trainer output, reward-function prints and errors)", lines=12,
+                      max_lines=12, autoscroll=True, interactive=False, elem_id="monitor-logs",
+                      elem_classes="logs")
+    seen = gr.State(None)  # the change signature last drawn
+    timer = gr.Timer(REFRESH_S)
+    outputs = [progress, *plots.values(), logs, seen, timer]
+
+    def draw(run_id, last_signature, force=False):
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None:
+            empty = [charts.empty_figure("", "choose a run") for _ in plots]
+            return ('<span class="muted">No run chosen: launch one in Train or pick one above.</span>',
+                    *empty, "", None, gr.Timer(active=False))
+        signature = change_signature(run_dir)
+        status = read_status(run_dir)
+        state = effective_state(status)
+        if signature == last_signature and not force:
+            # Unchanged: redraw nothing; an ended run will not change again, so stop polling it.
+            keep_polling = state in ACTIVE_STATES
+            return (*[gr.skip()] * (len(outputs) - 1), gr.Timer(active=keep_polling))
+        metrics = read_metrics(run_dir)
+        shown = downsample(metrics)
+        figures = {
+            "reward": charts.reward_chart(shown),
+            "functions": charts.reward_functions_chart(shown, reward_function_names(metrics)),
+            "groups": charts.group_rewards_chart(metrics),
+            "kl": charts.kl_chart(shown),
+            "loss": charts.loss_chart(shown),
+            "clip": charts.clip_chart(shown),
+            "entropy": charts.entropy_chart(shown),
+            "length": charts.completion_length_chart(shown),
+            "time": charts.step_time_chart(shown),
+            "speed": charts.throughput_chart(shown),
+        }
+        return (progress_html(run_id, state, status, metrics), *[figures[name] for name in plots],
+                tail_logs(run_dir, LOG_LINES), signature, gr.Timer(active=True))
+
+    def show_run(run_id):
+        return run_picker_update(runs_root, run_id), gr.Timer(active=True)
+
+    run.change(lambda run_id: draw(run_id, None, force=True), run, outputs, show_progress="hidden")
+    timer.tick(draw, [run, seen], outputs, show_progress="hidden")
+    refresh.click(lambda run_id: (run_picker_update(runs_root, run_id), *draw(run_id, None, force=True)[:-1]),
+                  run, [run, *outputs[:-1]])
+
+    return MonitorTab(show_run=show_run, show_run_outputs=[run, timer],
+                      on_load=(lambda current: run_picker_update(runs_root, current), [run], [run]))
+
+
+def progress_html(run_id: str, state: str, status: dict, metrics) -> str:
+    progress = run_progress(state, status, metrics)
+    percent = round(100 * progress.fraction, 1)
+    reward = status.get("last_reward")
+    reward_text = f" · last reward <b>{reward:.3f}</b>" if isinstance(reward, (int, float)) else ""
+    error = f'<div class="notice notice-error">{html.escape(progress.error)}</div>' if progress.error else ""
+    return (
+        f'<div class="progress-line">{state_badge(state)} <b>{html.escape(run_id)}</b> · '
+        f'{html.escape(progress.describe())}{reward_text}</div>'
+        f'<div class="progress-bar"><div style="width:{percent}%"></div></div>{error}'
+    )

@@ -1,0 +1,98 @@
+"""The Runs tab: every run in the runs directory (dashboard or CLI), opened, compared or deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from rft.monitoring import downsample, runs_frame
+from rft.runs import delete_run, list_runs, read_metrics
+from ui import charts
+from ui.common import notice, resolve_run
+
+COMPARE_DEFAULT = 3  # newest runs overlaid when the tab first loads
+
+
+@dataclass
+class RunsTab:
+    selected: gr.Dropdown  # the run the buttons act on
+    open_monitor: gr.Button
+    open_rollouts: gr.Button
+    on_load: tuple[Callable, list, list]
+
+
+def build(runs_root: Path) -> RunsTab:
+    with gr.Row(equal_height=True, elem_classes="toolbar"):
+        refresh = gr.Button("↻ Refresh", size="sm", scale=0, min_width=90)
+        gr.Markdown(f"Runs directory: `{runs_root}` · click a row to select it", elem_classes="muted")
+    table = gr.Dataframe(interactive=False, wrap=False, max_height=320, elem_id="runs-table",
+                         column_widths=["26%", "8%", "16%", "12%", "8%", "9%", "12%", "9%"])
+    with gr.Row(equal_height=True, elem_classes="toolbar"):
+        selected = gr.Dropdown([], label="Selected run", scale=4, elem_id="runs-selected")
+        open_monitor = gr.Button("Open in Monitor", size="sm", min_width=120)
+        open_rollouts = gr.Button("Open in Rollouts", size="sm", min_width=120)
+        delete = gr.Button("Delete…", size="sm", variant="stop", min_width=90, elem_id="runs-delete")
+    with gr.Row(visible=False, elem_classes="confirm") as confirm_row:
+        confirm_text = gr.Markdown()
+        confirm = gr.Button("Delete permanently", variant="stop", size="sm", elem_id="runs-confirm-delete")
+        cancel = gr.Button("Cancel", size="sm")
+    message = gr.HTML(elem_id="runs-message")
+    compare = gr.Dropdown([], multiselect=True, label="Overlay reward curves", elem_id="runs-compare")
+    overlay = gr.Plot(show_label=False, elem_id="chart-overlay")
+
+    def load_table(current, compared):
+        runs = list_runs(runs_root)
+        ids = [run.run_id for run in runs]
+        keep = current if current in ids else (ids[0] if ids else None)
+        chosen = [run_id for run_id in (compared or []) if run_id in ids] or ids[:COMPARE_DEFAULT]
+        return runs_frame(runs), gr.update(choices=ids, value=keep), gr.update(choices=ids, value=chosen)
+
+    def pick_row(frame, event: gr.SelectData):
+        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        if frame is None or row is None or row >= len(frame):
+            return gr.skip()
+        return frame.iloc[row]["run"]
+
+    def ask_delete(run_id):
+        if resolve_run(runs_root, run_id) is None:
+            return gr.update(visible=False), "", notice("Select a run to delete.", "info")
+        return (gr.update(visible=True),
+                f"Delete **{run_id}** with its metrics, rollouts and checkpoints? This cannot be undone.", "")
+
+    def do_delete(run_id, compared):
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None:
+            result = notice("That run no longer exists.", "warn")
+        else:
+            try:
+                delete_run(run_dir)
+                result = notice(f"Deleted {run_id}.", "ok")
+            except RuntimeError as exc:
+                result = notice(str(exc), "warn")
+            except OSError as exc:
+                result = notice(f"Could not delete {run_id}: {exc}", "error")
+        return (gr.update(visible=False), result, *load_table(None, compared))
+
+    def draw_overlay(compared):
+        curves = {}
+        for run_id in compared or []:
+            run_dir = resolve_run(runs_root, run_id)
+            if run_dir is None:
+                continue
+            metrics = read_metrics(run_dir)
+            if "reward" in metrics:
+                curves[run_id] = downsample(metrics[["reward"]])["reward"]
+        return charts.reward_overlay_chart(curves)
+
+    refresh.click(load_table, [selected, compare], [table, selected, compare])
+    table.select(pick_row, table, selected)
+    delete.click(ask_delete, selected, [confirm_row, confirm_text, message])
+    cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])
+    confirm.click(do_delete, [selected, compare], [confirm_row, message, table, selected, compare])
+    compare.change(draw_overlay, compare, overlay)
+
+    return RunsTab(selected=selected, open_monitor=open_monitor, open_rollouts=open_rollouts,
+                   on_load=(load_table, [selected, compare], [table, selected, compare]))

@@ -1,0 +1,340 @@
+"""The Train tab: model, dataset, reward code, hyperparameters, and the job's controls.
+
+The form's values become a RunConfig through rft.train_form; the job is started, stopped and
+resumed through rft.jobs, so the UI only ever shows what the run directory says.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from rft import jobs, rewards
+from rft import train_form as form
+from rft.config import ConfigError, DataConfig, RunConfig
+from rft.data import SUPPORTED_SUFFIXES, preset_names
+from rft.monitoring import run_progress
+from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status
+from ui.common import notice, problems_notice, resolve_run, state_badge
+
+UPLOAD_CHOICE = "Uploaded file"
+DEFAULT_PRESET = "wordle"
+STATUS_REFRESH_S = 2.0
+
+
+@dataclass
+class TrainTab:
+    current_run: gr.State  # run id the controls act on: the last launched, or the running job
+    on_load: tuple[Callable, list, list]  # (fn, inputs, outputs) to run when a browser (re)connects
+
+
+def starting_config() -> tuple[RunConfig, str]:
+    """The preset's config (course rewards and defaults), or plain defaults with the reason."""
+    from rft.presets import preset_config
+
+    try:
+        return preset_config(DEFAULT_PRESET), ""
+    except Exception as exc:
+        return RunConfig(), f"The {DEFAULT_PRESET} preset could not be loaded ({type(exc).__name__}: {exc}); " \
+                           "starting from an empty reward editor."
+
+
+def model_choices() -> list[tuple[str, str]]:
+    from rft.models import discover_models
+
+    extra = [Path("models")] if Path("models").is_dir() else []
+    return [(f"{m.label} · {m.size_mb:,.0f} MB", m.reference) for m in discover_models(extra)]
+
+
+def device_choices() -> tuple[list[str], str]:
+    """Device options and a line saying where 'auto' trains."""
+    import torch
+
+    from rft.models import choose_device
+
+    choices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    resolved = choose_device("auto")
+    note = f"auto trains on **{resolved}**"
+    if resolved.type == "cuda":
+        note += f" ({torch.cuda.get_device_name(resolved)})"
+    else:
+        note += " (no CUDA GPU found: small models and short completions train best)"
+    return choices, note
+
+
+def build(runs_root: Path) -> TrainTab:
+    config, preset_warning = starting_config()
+    models = model_choices()
+    devices, device_note = device_choices()
+    datasets = preset_names() + [UPLOAD_CHOICE]
+
+    with gr.Row(equal_height=True, elem_classes="toolbar"):
+        run_name = gr.Textbox(config.name, label="Run name", scale=2, min_width=140, elem_id="run-name")
+        model_choice = gr.Dropdown(models, value=models[0][1] if models else None, label="Model",
+                                   info="Discovered models; size on disk", scale=4, elem_id="model-choice")
+        model_path = gr.Textbox(label="Or a local model directory / .gguf file", placeholder="/path/to/model",
+                                info="Overrides the picker when filled", scale=4, elem_id="model-path")
+        device = gr.Dropdown(devices, value="auto", label="Device", info=device_note, scale=2, min_width=140)
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=380, elem_classes="panel"):
+            gr.Markdown("### Dataset")
+            with gr.Row():
+                dataset_choice = gr.Dropdown(datasets, value=datasets[0], label="Source", scale=2,
+                                             info="Built-in presets, or upload a file")
+                prompt_column = gr.Textbox(config.data.prompt_column, label="Prompt column", scale=1, min_width=100)
+            upload = gr.File(label="Upload JSONL / CSV / Parquet", file_types=list(SUPPORTED_SUFFIXES), height=90,
+                             elem_id="dataset-upload")
+            upload_path = gr.State(None)
+            dataset_message = gr.HTML(elem_id="dataset-message")
+            preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, max_height=260,
+                                   elem_id="dataset-preview")
+            preview_rows = gr.State([])
+
+        with gr.Column(scale=7, min_width=480, elem_classes="panel"):
+            gr.Markdown("### Reward functions")
+            with gr.Row(equal_height=True):
+                library_choice = gr.Dropdown(list(rewards.LIBRARY), label="Library", scale=3,
+                                             info="Insert a ready-made function at the end of the code")
+                insert = gr.Button("Insert", size="sm", scale=1, min_width=80)
+            reward_code = gr.Code(config.rewards.source, language="python", label="Reward code (Python)",
+                                  lines=16, max_lines=24, interactive=True, elem_id="reward-code")
+            with gr.Row():
+                check = gr.Button("Check", size="sm", elem_id="check-rewards")
+                try_button = gr.Button("Try on preview rows", size="sm", elem_id="try-rewards")
+            check_message = gr.HTML(notice(preset_warning, "warn"), elem_id="check-message")
+            weights = gr.Dataframe(headers=["function", "convention", "weight", "description"], interactive=True,
+                                   static_columns=[0, 1, 3], label="Functions and weights (edit the weight column)",
+                                   max_height=180, elem_id="reward-weights")
+            pasted = gr.Textbox(label="Completion to score", lines=2, max_lines=6, elem_id="pasted-completion",
+                                placeholder="Paste a completion; Try scores it against each preview row")
+            try_message = gr.HTML(elem_id="try-message")
+            try_result = gr.Dataframe(label="Scores", interactive=False, wrap=True, max_height=220,
+                                      elem_id="try-result")
+
+    gr.Markdown("### Hyperparameters", elem_classes="section-title")
+    field_inputs: dict[str, gr.components.Component] = {}
+    with gr.Row(equal_height=False, elem_classes="hyperparameters"):
+        for group, fields in form.HYPERPARAMETER_GROUPS.items():
+            with gr.Column(min_width=200, elem_classes="panel hp-group"):
+                gr.Markdown(f"**{group}**")
+                for field in fields:
+                    field_inputs[field.path] = _field_input(field, form.get_path(config, field.path))
+    batch_summary = gr.Markdown(form.effective_batch_summary(config), elem_id="batch-summary")
+
+    with gr.Row(equal_height=True, elem_classes="job-bar"):
+        launch = gr.Button("Launch", variant="primary", elem_id="launch", min_width=100)
+        stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=90)
+        resume = gr.Button("Resume", elem_id="resume", min_width=90)
+        export_yaml = gr.Button("Config as YAML", min_width=120)
+        job_status = gr.HTML(elem_id="job-status", min_height=36)
+    job_message = gr.HTML(elem_id="job-message")
+    with gr.Row():
+        command = gr.Code(form.cli_command("config.yaml"), language="shell", label="Reproduce from a shell",
+                          lines=1, interactive=False, scale=3, elem_id="cli-command")
+        yaml_file = gr.File(label="config.yaml", interactive=False, scale=1, height=70)
+    current_run = gr.State(None)
+    timer = gr.Timer(STATUS_REFRESH_S)
+
+    config_inputs = {run_name, model_choice, model_path, device, dataset_choice, upload_path, prompt_column,
+                     reward_code, weights, *field_inputs.values()}
+
+    def build_config(values: dict) -> RunConfig:
+        """The RunConfig the form describes; raises ConfigError (or ValueError for weights)."""
+        if values[dataset_choice] == UPLOAD_CHOICE:
+            if not values[upload_path]:
+                raise ConfigError(["data: upload a dataset file, or choose a built-in preset"])
+            data = {"data.preset": None, "data.path": values[upload_path]}
+        else:
+            data = {"data.preset": values[dataset_choice], "data.path": None}
+        chosen_model = (values[model_path] or "").strip() or values[model_choice] or ""
+        try:
+            weight_values = form.weights_from_table(values[weights])
+        except ValueError as exc:
+            raise ConfigError([f"rewards.weights: {exc}"]) from None
+        settings = {
+            "name": values[run_name] or "",
+            "model.name_or_path": chosen_model,
+            "model.device": values[device] or "auto",
+            "data.prompt_column": values[prompt_column] or "prompt",
+            "rewards.source": values[reward_code] or "",
+            "rewards.weights": weight_values,
+            **data,
+            **{path: values[component] for path, component in field_inputs.items()},
+        }
+        return form.config_from_values(RunConfig(), settings)
+
+    def current_data_config(choice: str, stored: str | None, column: str) -> DataConfig:
+        if choice == UPLOAD_CHOICE:
+            return DataConfig(preset=None, path=stored, prompt_column=column or "prompt")
+        return DataConfig(preset=choice, prompt_column=column or "prompt")
+
+    def refresh_preview(choice, stored, column):
+        if choice == UPLOAD_CHOICE and not stored:
+            return None, [], notice("Upload a JSONL, CSV or Parquet file with a prompt column.", "info")
+        result = form.preview_dataset(current_data_config(choice, stored, column))
+        kind = "ok" if result.rows else "error"
+        return result.frame, result.rows, notice(result.message, kind)
+
+    def on_upload(file, column):
+        if file is None:
+            return gr.skip(), None, *refresh_preview(UPLOAD_CHOICE, None, column)
+        stored = str(form.store_upload(file, runs_root))
+        return UPLOAD_CHOICE, stored, *refresh_preview(UPLOAD_CHOICE, stored, column)
+
+    def insert_library(code, name):
+        if not name:
+            return gr.skip(), notice("Choose a library function to insert.", "info")
+        text = (code or "").rstrip()
+        return (text + "\n\n\n" if text else "") + rewards.library_source(name), \
+            notice(f"Inserted {name}; press Check to see every function.", "ok")
+
+    def check_code(code, table):
+        try:
+            current = form.weights_from_table(table)
+        except ValueError:
+            current = {}
+        result = rewards.check(code or "")
+        kind = "ok" if result.ok else "error"
+        text = result.message() or "No reward function found."
+        return _code_notice(text, kind), form.weights_table(result.functions, current)
+
+    def try_code(code, table, rows, choice, stored, column, completion):
+        try:
+            weight_values = form.weights_from_table(table)
+        except ValueError as exc:
+            return None, notice(str(exc), "error")
+        known = set(rewards.check(code or "").function_names) if weight_values else set()
+        weight_values = {k: v for k, v in weight_values.items() if k in known}
+        data = current_data_config(choice, stored, column)
+        frame, message = form.try_rewards(code or "", weight_values, rows, data, completion or "", 10.0)
+        return frame, _code_notice(message, "ok" if not frame.empty else "error")
+
+    def update_summary(values: dict):
+        try:
+            return form.effective_batch_summary(build_config(values))
+        except ConfigError as exc:
+            return "Fix the form to see the effective batch: " + "; ".join(exc.problems)
+
+    def launch_run(values: dict):
+        try:
+            config = build_config(values)
+        except ConfigError as exc:
+            return gr.skip(), problems_notice("The configuration is invalid:", exc.problems), gr.skip()
+        problems = config.problems()
+        if problems:
+            return gr.skip(), problems_notice("The configuration is invalid:", problems), gr.skip()
+        try:
+            run_dir = jobs.start_job(config, runs_root)
+        except ConfigError as exc:
+            return gr.skip(), problems_notice("Cannot launch:", exc.problems), gr.skip()
+        except jobs.JobError as exc:
+            return gr.skip(), notice(f"Cannot launch: {exc}", "warn"), gr.skip()
+        except Exception as exc:
+            return gr.skip(), notice(f"Launch failed: {type(exc).__name__}: {exc}", "error"), gr.skip()
+        message = notice(f"Started run {run_dir.name}. Watch it in Monitor; it keeps training if you close "
+                         "this page.", "ok")
+        return run_dir.name, message, form.cli_command(run_dir / "config.yaml", run_dir)
+
+    def stop_run(run_id):
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None:
+            return notice("No run to stop: launch one first.", "info")
+        try:
+            jobs.stop_job(run_dir)
+        except jobs.JobError as exc:
+            return notice(str(exc), "warn")
+        return notice(f"Stopping {run_id}: it finishes the current step, saves a checkpoint and stops.", "ok")
+
+    def resume_run(run_id):
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None:
+            return notice("No run to resume: launch one, or open one from the Runs tab.", "info")
+        try:
+            jobs.resume_job(run_dir)
+        except (jobs.JobError, ConfigError) as exc:
+            return notice(f"Cannot resume: {exc}", "warn")
+        except Exception as exc:
+            return notice(f"Resume failed: {type(exc).__name__}: {exc}", "error")
+        return notice(f"Resuming {run_id} from its last checkpoint.", "ok")
+
+    def write_yaml(values: dict):
+        try:
+            config = build_config(values)
+        except ConfigError as exc:
+            return None, problems_notice("The configuration is invalid:", exc.problems), gr.skip()
+        folder = Path(tempfile.mkdtemp(prefix="rft-config-"))
+        path = folder / f"{config.name.strip() or 'run'}.yaml"
+        config.save(path)
+        problems = config.problems()
+        message = notice(f"Saved {path.name}. Train it with the command shown.", "ok") if not problems else \
+            problems_notice("Saved, but this configuration will not run yet:", problems)
+        return str(path), message, form.cli_command(path.name)
+
+    def show_job(run_id):
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None:
+            return '<span class="muted">No job yet: configure a run and press Launch.</span>'
+        status = read_status(run_dir)
+        state = effective_state(status)
+        progress = run_progress(state, status, read_metrics(run_dir) if state in ACTIVE_STATES else pd.DataFrame())
+        text = f"{state_badge(state)} <b>{run_id}</b> · {progress.describe()}"
+        if state == "failed" and progress.error:
+            text += f'<div class="notice notice-error">{html.escape(progress.error)}</div>'
+        return text
+
+    def reattach():
+        """On page load: the running job, if any, is the current one (a reload never loses it)."""
+        active = jobs.active_jobs(runs_root)
+        return active[0].run_id if active else gr.skip()
+
+    upload.upload(on_upload, [upload, prompt_column],
+                  [dataset_choice, upload_path, preview, preview_rows, dataset_message])
+    for trigger in (dataset_choice.input, prompt_column.submit):
+        trigger(refresh_preview, [dataset_choice, upload_path, prompt_column],
+                [preview, preview_rows, dataset_message])
+    insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
+    check.click(check_code, [reward_code, weights], [check_message, weights])
+    try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,
+                                pasted], [try_result, try_message])
+    for path in form.BATCH_FIELDS + ("schedule.epochs",):
+        field_inputs[path].change(update_summary, config_inputs, batch_summary, show_progress="hidden")
+    launch.click(launch_run, config_inputs, [current_run, job_message, command])
+    stop.click(stop_run, current_run, job_message)
+    resume.click(resume_run, current_run, job_message)
+    export_yaml.click(write_yaml, config_inputs, [yaml_file, job_message, command])
+    current_run.change(show_job, current_run, job_status, show_progress="hidden")
+    timer.tick(show_job, current_run, job_status, show_progress="hidden")
+
+    def on_load(choice, stored, column):
+        return (reattach(), *refresh_preview(choice, stored, column))
+
+    return TrainTab(
+        current_run=current_run,
+        on_load=(on_load, [dataset_choice, upload_path, prompt_column],
+                 [current_run, preview, preview_rows, dataset_message]),
+    )
+
+
+def _field_input(field: form.FormField, value):
+    common = {"label": field.label, "info": field.help, "elem_id": field.element_id, "min_width": 150}
+    if field.kind == "choice":
+        return gr.Dropdown(list(field.choices), value=value, **common)
+    if field.kind == "bool":
+        return gr.Checkbox(value=bool(value), **common)
+    if field.kind == "text":
+        return gr.Textbox(value=value, **common)
+    if field.kind == "int":
+        return gr.Number(value=value, precision=0, **common)
+    return gr.Number(value=value, step=0.01, **common)
+
+
+def _code_notice(text: str, kind: str) -> str:
+    """A message whose lines (code with a caret under the error) must keep their spacing."""
+    return f'<div class="notice notice-{kind}"><pre>{html.escape(text)}</pre></div>'
