@@ -61,7 +61,7 @@ class Progress:
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
 
     def describe(self) -> str:
-        text = f"{self.state} · step {self.step} of {self.max_steps or '?'} · elapsed {format_duration(self.elapsed_s)}"
+        text = f"step {self.step} of {self.max_steps or '?'} · elapsed {format_duration(self.elapsed_s)}"
         if self.state in ACTIVE_STATES:
             text += f" · about {format_duration(self.remaining_s)} left" if self.remaining_s is not None else \
                 " · estimating time left"

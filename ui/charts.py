@@ -176,6 +176,6 @@ def reward_overlay_chart(curves: dict[str, pd.Series]) -> go.Figure:
         figure.add_trace(go.Scatter(x=curve.index, y=curve, name=name, mode="lines",
                                     line={"color": PALETTE[i % len(PALETTE)], "width": 1.8}))
     _layout(figure, title, "reward", height=320)
-    figure.update_layout(legend={"orientation": "v", "y": 1, "yanchor": "top", "x": 1.01, "xanchor": "left"},
+    figure.update_layout(showlegend=True, legend={"orientation": "v", "y": 1, "yanchor": "top", "x": 1.01, "xanchor": "left"},
                          margin={"r": 160})
     return figure

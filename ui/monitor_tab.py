@@ -37,10 +37,11 @@ class MonitorTab:
 
 def build(runs_root: Path) -> MonitorTab:
     with gr.Row(equal_height=True, elem_classes="toolbar"):
-        run = gr.Dropdown([], label="Run", scale=4, min_width=260, elem_id="monitor-run",
+        run = gr.Dropdown([], label="Run", scale=3, min_width=260, elem_id="monitor-run",
                           info="Any run in the runs directory, running or finished")
         refresh = gr.Button("↻ Refresh", size="sm", scale=0, min_width=90)
-        progress = gr.HTML(elem_id="monitor-progress", min_height=48)
+        with gr.Column(scale=5):
+            progress = gr.HTML(elem_id="monitor-progress", min_height=48)
     gr.Markdown(LOSS_NOTE, elem_classes="note")
     plots = {}
     layout = [

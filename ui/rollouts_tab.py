@@ -82,7 +82,8 @@ def build(runs_root: Path) -> RolloutsTab:
                 f"mean total {flagged['total'].mean():.3f}")
         text += f' · <span class="flag">{suspects} suspected</span>' if suspects else " · nothing suspicious"
         return (text, completion_card("Best", top, functions), completion_card("Worst", bottom, functions),
-                group_table(flagged).round(3), styled_completions(shown, functions),
+                group_table(flagged).round(3),
+                gr.update(value=styled_completions(shown, functions), column_widths=completion_widths(functions)),
                 gr.update(choices=functions, value=task))
 
     def follow_latest(run_id, following, last_signature):
@@ -136,6 +137,13 @@ def completion_card(title: str, row: dict | None, functions: list[str]) -> str:
         f'<div class="card-scores">{html.escape(scores)}</div>'
         f'<pre class="card-text">{html.escape(row["completion"])}</pre>'
     )
+
+
+def completion_widths(functions: list[str]) -> list[str]:
+    """Narrow number columns, so the completion text gets the width."""
+    numbers = len(functions) + 3
+    completion = max(30, 100 - 8 - 12 - 7 * numbers)
+    return ["4%", "4%", f"{completion}%", *["7%"] * numbers, "12%"]
 
 
 def styled_completions(frame: pd.DataFrame, functions: list[str]):

@@ -89,8 +89,8 @@ def build(runs_root: Path) -> TrainTab:
                 dataset_choice = gr.Dropdown(datasets, value=datasets[0], label="Source", scale=2,
                                              info="Built-in presets, or upload a file")
                 prompt_column = gr.Textbox(config.data.prompt_column, label="Prompt column", scale=1, min_width=100)
-            upload = gr.File(label="Upload JSONL / CSV / Parquet", file_types=list(SUPPORTED_SUFFIXES), height=90,
-                             elem_id="dataset-upload")
+            upload = gr.UploadButton("Upload JSONL / CSV / Parquet…", file_types=list(SUPPORTED_SUFFIXES),
+                                     size="sm", elem_id="dataset-upload")
             upload_path = gr.State(None)
             dataset_message = gr.HTML(elem_id="dataset-message")
             preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, max_height=260,
@@ -115,8 +115,8 @@ def build(runs_root: Path) -> TrainTab:
             pasted = gr.Textbox(label="Completion to score", lines=2, max_lines=6, elem_id="pasted-completion",
                                 placeholder="Paste a completion; Try scores it against each preview row")
             try_message = gr.HTML(elem_id="try-message")
-            try_result = gr.Dataframe(label="Scores", interactive=False, wrap=True, max_height=220,
-                                      elem_id="try-result")
+            try_result = gr.Dataframe(pd.DataFrame(columns=["prompt", "completion", "total", "error"]), label="Scores",
+                                      interactive=False, wrap=True, max_height=220, elem_id="try-result")
 
     gr.Markdown("### Hyperparameters", elem_classes="section-title")
     field_inputs: dict[str, gr.components.Component] = {}
@@ -138,7 +138,7 @@ def build(runs_root: Path) -> TrainTab:
     with gr.Row():
         command = gr.Code(form.cli_command("config.yaml"), language="shell", label="Reproduce from a shell",
                           lines=1, interactive=False, scale=3, elem_id="cli-command")
-        yaml_file = gr.File(label="config.yaml", interactive=False, scale=1, height=70)
+        yaml_file = gr.File(label="config.yaml", interactive=False, scale=1, height=70, visible=False)
     current_run = gr.State(None)
     timer = gr.Timer(STATUS_REFRESH_S)
 
@@ -268,14 +268,14 @@ def build(runs_root: Path) -> TrainTab:
         try:
             config = build_config(values)
         except ConfigError as exc:
-            return None, problems_notice("The configuration is invalid:", exc.problems), gr.skip()
+            return gr.skip(), problems_notice("The configuration is invalid:", exc.problems), gr.skip()
         folder = Path(tempfile.mkdtemp(prefix="rft-config-"))
         path = folder / f"{config.name.strip() or 'run'}.yaml"
         config.save(path)
         problems = config.problems()
         message = notice(f"Saved {path.name}. Train it with the command shown.", "ok") if not problems else \
             problems_notice("Saved, but this configuration will not run yet:", problems)
-        return str(path), message, form.cli_command(path.name)
+        return gr.update(value=str(path), visible=True), message, form.cli_command(path.name)
 
     def show_job(run_id):
         run_dir = resolve_run(runs_root, run_id)
@@ -312,13 +312,13 @@ def build(runs_root: Path) -> TrainTab:
     current_run.change(show_job, current_run, job_status, show_progress="hidden")
     timer.tick(show_job, current_run, job_status, show_progress="hidden")
 
-    def on_load(choice, stored, column):
-        return (reattach(), *refresh_preview(choice, stored, column))
+    def on_load(choice, stored, column, code, table):
+        return (reattach(), *refresh_preview(choice, stored, column), *check_code(code, table))
 
     return TrainTab(
         current_run=current_run,
-        on_load=(on_load, [dataset_choice, upload_path, prompt_column],
-                 [current_run, preview, preview_rows, dataset_message]),
+        on_load=(on_load, [dataset_choice, upload_path, prompt_column, reward_code, weights],
+                 [current_run, preview, preview_rows, dataset_message, check_message, weights]),
     )
 
 
@@ -328,8 +328,9 @@ def _field_input(field: form.FormField, value):
         return gr.Dropdown(list(field.choices), value=value, **common)
     if field.kind == "bool":
         return gr.Checkbox(value=bool(value), **common)
-    if field.kind == "text":
-        return gr.Textbox(value=value, **common)
+    if field.kind == "text" or field.optional:
+        # An empty box is the field's "off" value (None); a Number input cannot be empty.
+        return gr.Textbox(value="" if value is None else str(value), placeholder="empty = off", **common)
     if field.kind == "int":
         return gr.Number(value=value, precision=0, **common)
     return gr.Number(value=value, step=0.01, **common)

@@ -1,0 +1,247 @@
+"""The dashboard's logic without a browser: the Train form, progress and ETA, downsampling,
+rollout tables and reward-hacking flags, and the app's launch safety checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import app
+from rft import train_form as form
+from rft.config import ConfigError, DataConfig, RunConfig
+from rft.monitoring import (
+    HackingRule,
+    best_and_worst,
+    change_signature,
+    downsample,
+    flag_suspects,
+    format_duration,
+    group_table,
+    reward_function_names,
+    rollout_frame,
+    run_progress,
+    runs_frame,
+    select_rollouts,
+    suspect_count,
+)
+from rft.runs import RunWriter, list_runs
+
+SIMPLE_REWARD = "def short(prompt, completion, example):\n    return -len(completion) / 10\n"
+
+
+# ---- Train form -------------------------------------------------------------------------------
+
+def test_every_form_field_names_a_real_config_field_with_help():
+    config = RunConfig()
+    for field in form.ALL_FIELDS:
+        form.get_path(config, field.path)  # raises AttributeError for a typo
+        assert field.help and field.label
+    assert len({f.element_id for f in form.ALL_FIELDS}) == len(form.ALL_FIELDS)
+    assert list(form.HYPERPARAMETER_GROUPS) == ["Sampling", "GRPO", "Optimisation", "LoRA", "Schedule"]
+
+
+def test_form_values_become_a_config_and_empty_optional_fields_mean_off():
+    values = {f.path: v for f, v in zip(form.ALL_FIELDS, form.field_values(RunConfig()))}
+    values.update({"sampling.num_generations": 4.0, "schedule.max_steps": 6, "grpo.epsilon_high": "0.28",
+                   "schedule.epochs": "", "data.limit": " ", "name": "demo", "rewards.source": SIMPLE_REWARD})
+    config = form.config_from_values(RunConfig(), values)
+    assert config.sampling.num_generations == 4
+    assert config.grpo.epsilon_high == pytest.approx(0.28)
+    assert config.schedule.epochs is None and config.data.limit is None
+    assert config.name == "demo" and config.problems() == []
+
+
+def test_bad_form_values_name_the_field():
+    with pytest.raises(ConfigError) as error:
+        form.config_from_values(RunConfig(), {"sampling.num_generations": 2.5, "optim.learning_rate": "fast"})
+    text = " ".join(error.value.problems)
+    assert "sampling.num_generations" in text and "optim.learning_rate" in text
+    with pytest.raises(ConfigError, match="finite"):
+        form.config_from_values(RunConfig(), {"grpo.beta": float("nan")})
+    too_small = form.config_from_values(RunConfig(), {"sampling.num_generations": 1})
+    assert any("num_generations" in p for p in too_small.problems())
+
+
+def test_effective_batch_summary_multiplies_out_the_batch():
+    config = RunConfig()
+    config.optim.prompts_per_step, config.sampling.num_generations = 2, 8
+    config.optim.gradient_accumulation_steps, config.sampling.max_completion_length = 3, 64
+    summary = form.effective_batch_summary(config)
+    assert "48 completions per step" in summary and "3,072 generated tokens" in summary
+    config.sampling.num_generations = 2
+    assert "Few completions per group" in form.effective_batch_summary(config)
+
+
+def test_cli_command_quotes_paths():
+    assert form.cli_command("my runs/a.yaml") == "python -m rft train --config 'my runs/a.yaml'"
+    assert form.cli_command("c.yaml", "runs/x").endswith("--run-dir runs/x")
+
+
+def test_uploads_are_kept_next_to_the_runs_and_never_overwritten(tmp_path):
+    first = tmp_path / "a" / "data.jsonl"
+    second = tmp_path / "b" / "data.jsonl"
+    for path, text in ((first, '{"prompt": "x"}\n'), (second, '{"prompt": "y"}\n')):
+        path.parent.mkdir()
+        path.write_text(text)
+    runs = tmp_path / "runs"
+    stored_first = form.store_upload(first, runs)
+    assert form.store_upload(first, runs) == stored_first
+    stored_second = form.store_upload(second, runs)
+    assert stored_second != stored_first and stored_second.read_text() == '{"prompt": "y"}\n'
+
+
+def test_dataset_preview_reports_problems_instead_of_raising(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"prompt": f"say {i}", "answer": str(i)}) + "\n" for i in range(8)))
+    preview = form.preview_dataset(DataConfig(preset=None, path=str(good)))
+    assert len(preview.rows) == form.PREVIEW_ROWS and list(preview.frame.columns) == ["prompt", "answer"]
+    assert "8 rows" in preview.message
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no prompt column"}\n')
+    failed = form.preview_dataset(DataConfig(preset=None, path=str(bad)))
+    assert failed.rows == [] and "no 'prompt' column" in failed.message
+
+
+def test_weights_table_round_trip_and_bad_weight():
+    from rft.rewards import check
+
+    result = check(SIMPLE_REWARD + "\ndef other(prompt, completion, example):\n    return 1.0\n")
+    table = form.weights_table(result.functions, {"other": 0.5})
+    assert list(table["function"]) == ["short", "other"] and list(table["weight"]) == [1.0, 0.5]
+    assert form.weights_from_table(table) == {"other": 0.5}
+    table["weight"] = ["heavy", "0.5"]  # what an edited table cell sends back
+    with pytest.raises(ValueError, match="short"):
+        form.weights_from_table(table)
+
+
+def test_try_rewards_scores_a_pasted_completion_and_shows_errors():
+    rows = [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "2"}]
+    source = SIMPLE_REWARD + "\ndef broken(prompt, completion, example):\n    return 1 / 0\n"
+    frame, message = form.try_rewards(source, {}, rows, DataConfig(preset=None, path="x"), "hello", 10.0)
+    assert list(frame["short"]) == [-0.5, -0.5]
+    assert frame["error"].str.contains("ZeroDivisionError").all() and "broken" in message
+    frame, message = form.try_rewards("def f(:\n", {}, rows, DataConfig(preset=None, path="x"), "hi", 10.0)
+    assert frame.empty and "line 1" in message
+
+
+# ---- progress, ETA, downsampling --------------------------------------------------------------
+
+def test_format_duration():
+    assert [format_duration(s) for s in (None, 5, 65, 3700)] == ["-", "5s", "1m 05s", "1h 01m"]
+
+
+def test_progress_estimates_time_left_from_recent_steps():
+    metrics = pd.DataFrame({"time/step": [2.0, 4.0]}, index=[1, 2])
+    status = {"step": 2, "max_steps": 10, "started_at": 1000.0}
+    progress = run_progress("running", status, metrics, now=1030.0)
+    assert progress.elapsed_s == 30 and progress.remaining_s == pytest.approx(24.0)
+    assert "step 2 of 10" in progress.describe() and "24s left" in progress.describe()
+    finished = run_progress("finished", dict(status, step=10, updated_at=1100.0), metrics, now=5000.0)
+    assert finished.elapsed_s == 100 and finished.remaining_s is None and finished.fraction == 1.0
+
+
+def test_downsample_keeps_long_runs_small_and_the_last_step_exact():
+    steps = np.arange(1, 10_001)
+    metrics = pd.DataFrame({"step": steps, "reward": steps / 10_000, "group_rewards": [[0.0]] * len(steps)},
+                           index=steps)
+    shown = downsample(metrics, max_points=500)
+    assert len(shown) == 500 and "group_rewards" not in shown
+    assert shown.index[-1] == 10_000 and shown["step"].iloc[-1] == 10_000
+    assert shown["reward"].is_monotonic_increasing
+    small = downsample(metrics.head(20), max_points=500)
+    assert len(small) == 20
+
+
+def test_change_signature_moves_when_the_trainer_writes(tmp_path):
+    before = change_signature(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert change_signature(tmp_path) != before and change_signature(None) == ()
+
+
+# ---- rollouts and reward hacking ------------------------------------------------------------
+
+def rollout_record():
+    return {"step": 3, "groups": [
+        {"prompt": "p1", "completions": ["short good", "x" * 50, "meh", "bad"],
+         "rewards": {"task": [1.0, 0.0, 0.5, 0.0], "format": [0.0, 2.0, 0.5, 0.0]},
+         "total": [1.0, 2.0, 1.0, 0.0], "advantages": [0.0, 1.4, 0.0, -1.4],
+         "completion_tokens": [4, 40, 5, 4], "truncated": [False, True, False, False]},
+        {"prompt": "p2", "completions": ["a", "b"], "rewards": {"task": [0.5, 0.5], "format": [0.5, 0.5]},
+         "total": [1.0, 1.0], "advantages": [0.0, 0.0], "completion_tokens": [3, 3], "truncated": [False, False]},
+    ]}
+
+
+def test_rollout_frame_flattens_groups():
+    frame = rollout_frame(rollout_record())
+    assert len(frame) == 6 and list(frame["group"]) == [1, 1, 1, 1, 2, 2]
+    assert {"task", "format", "total", "advantage", "tokens", "truncated"} <= set(frame.columns)
+    assert rollout_frame(None).empty
+
+
+def test_group_table_marks_groups_without_signal():
+    table = group_table(rollout_frame(rollout_record()))
+    assert list(table["signal"]) == ["yes", "none (equal rewards)"]
+
+
+def test_high_total_with_low_task_score_and_long_completions_are_flagged():
+    flagged = flag_suspects(rollout_frame(rollout_record()), HackingRule(task_function="task"))
+    hacked = flagged.iloc[1]["flags"]
+    assert "high total, low task" in hacked and "long" in hacked and "truncated" in hacked
+    assert flagged.iloc[0]["flags"] == ""  # high total earned by the task itself
+    assert suspect_count(flagged) == 1
+    assert list(select_rollouts(flagged, "suspected hacking", "total")["sample"]) == [2]
+    best, worst = best_and_worst(flagged)
+    assert best["completion"] == "x" * 50 and worst["completion"] == "bad"
+
+
+def test_rollout_views_and_sorting():
+    flagged = flag_suspects(rollout_frame(rollout_record()), HackingRule(task_function=None))
+    assert list(select_rollouts(flagged, "all", "total")["total"])[0] == 2.0
+    assert len(select_rollouts(flagged, "best of each group", "group")) == 2
+    assert list(select_rollouts(flagged, "truncated", "total")["sample"]) == [2]
+
+
+def test_reward_function_names_come_from_metric_columns():
+    metrics = pd.DataFrame(columns=["reward", "rewards/a/mean", "rewards/a/std", "rewards/b_c/mean"])
+    assert reward_function_names(metrics) == ["a", "b_c"]
+
+
+def test_runs_frame_lists_runs_readably(tmp_path):
+    config = RunConfig(name="demo")
+    config.data.preset, config.data.path = None, "/data/train.jsonl"
+    writer = RunWriter(tmp_path / "20250101-000000-demo")
+    writer.create(config)
+    writer.set_status("finished", step=5, max_steps=5, last_reward=0.25)
+    frame = runs_frame(list_runs(tmp_path))
+    row = frame.iloc[0]
+    assert (row["run"], row["state"], row["model"], row["dataset"], row["steps"], row["last reward"]) == \
+        ("20250101-000000-demo", "finished", "SmolLM2-135M-Instruct", "train.jsonl", "5 / 5", "0.250")
+
+
+# ---- app flags ---------------------------------------------------------------------------------
+
+def test_only_loopback_is_served_without_a_password():
+    assert app.is_loopback("127.0.0.1") and app.is_loopback("localhost") and app.is_loopback("::1")
+    assert not app.is_loopback("0.0.0.0") and not app.is_loopback("192.168.1.5")
+    app.check_exposure("127.0.0.1", None)
+    app.check_exposure("0.0.0.0", [("a", "b")])
+    with pytest.raises(app.LaunchRefused, match="--auth"):
+        app.check_exposure("0.0.0.0", None)
+
+
+def test_auth_from_a_flag_or_a_file(tmp_path):
+    assert app.parse_auth(None) is None
+    assert app.parse_auth("ann:s3cret:x") == [("ann", "s3cret:x")]
+    secrets = tmp_path / "users.txt"
+    secrets.write_text("# users\nann:one\nbob:two\n")
+    assert app.parse_auth(str(secrets)) == [("ann", "one"), ("bob", "two")]
+    with pytest.raises(app.LaunchRefused, match="user:password"):
+        app.parse_auth("nopassword")
+
+
+def test_app_refuses_an_open_host_without_auth(capsys):
+    assert app.main(["--host", "0.0.0.0", "--port", "7999"]) == 2
+    assert "reward-function editor" in capsys.readouterr().err
