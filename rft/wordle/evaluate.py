@@ -35,9 +35,12 @@ def evaluate(
     temperature: float = 0.0,
     on_game_played: Callable[[int, GameResult], None] | None = None,
 ) -> dict:
-    """The model plays one game per secret. Rates are fractions; turn-level figures count every
-    turn (one completion each), invalid ones included. `on_game_played(index, result)` reports
-    progress after each game."""
+    """The model plays one game per secret; the summary, the solver's figures and every turn.
+
+    Rates are fractions. Turn-level figures (invalid guesses, format, rewards) count every turn,
+    one completion each, invalid ones included. `on_game_played(index, result)` is called after
+    each game, for progress.
+    """
     results = []
     for index, secret in enumerate(secrets):
         results.append(play_game(model, tokenizer, secret, max_new_tokens, temperature))
@@ -52,7 +55,8 @@ def evaluate(
         "invalid_guess_rate": _mean([turn.invalid for turn in turns]),
         "format_pass_rate": _mean([turn.rewards[output_format_check.__name__] == 1.0 for turn in turns]),
         "mean_rewards": {
-            function.__name__: _mean([turn.rewards[function.__name__] for turn in turns]) for function in REWARD_FUNCTIONS
+            function.__name__: _mean([turn.rewards[function.__name__] for turn in turns])
+            for function in REWARD_FUNCTIONS
         },
         "solver": solver_figures(secrets),
         "details": [result.to_dict() for result in results],

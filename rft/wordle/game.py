@@ -15,17 +15,19 @@ from pathlib import Path
 
 # The reward code must run on its own in the reward worker, so it holds the one implementation of
 # the feedback rules and of expected information; the game, the solver and the UI use it from
-# there, through the public names given here.
-from rft.wordle.rewards import (  # noqa: F401  (re-exported for the UI and tests)
-    ABSENT,
-    CORRECT,
-    PRESENT,
-)
+# there, under the public names given here.
+from rft.wordle.rewards import ABSENT, CORRECT, PRESENT
 from rft.wordle.rewards import _consistent_words as consistent_words
 from rft.wordle.rewards import _expected_information as expected_information
 from rft.wordle.rewards import _feedback_symbols as feedback_symbols
-from rft.wordle.rewards import _parse_feedback as parse_feedback  # noqa: F401
+from rft.wordle.rewards import _parse_feedback as parse_feedback
 from rft.wordle.rewards import _render_feedback as render_feedback
+
+__all__ = [
+    "ABSENT", "CORRECT", "PRESENT", "WORD_LENGTH", "MAX_GUESSES", "ANSWERS_PATH", "ALLOWED_PATH", "OPENER",
+    "answer_words", "allowed_words", "feedback", "feedback_symbols", "render_feedback", "parse_feedback",
+    "candidates", "consistent_words", "expected_information", "solver_guess", "solve",
+]
 
 WORD_LENGTH = 5
 MAX_GUESSES = 6
@@ -51,6 +53,11 @@ def answer_words() -> tuple[str, ...]:
 
 
 @functools.cache
+def _answer_set() -> frozenset[str]:
+    return frozenset(answer_words())
+
+
+@functools.cache
 def allowed_words() -> frozenset[str]:
     """Every word accepted as a guess (the answers included)."""
     return frozenset(_read_words(ALLOWED_PATH))
@@ -67,7 +74,8 @@ def feedback(guess: str, secret: str) -> str:
 
 def candidates(history: History, words: frozenset[str] | None = None) -> tuple[str, ...]:
     """The words (the answer list by default) that fit every feedback in `history`, sorted."""
-    return consistent_words(_answer_set() if words is None else words, tuple(feedback_text for _, feedback_text in history))
+    past_feedback = tuple(feedback_text for _, feedback_text in history)
+    return consistent_words(_answer_set() if words is None else words, past_feedback)
 
 
 def solver_guess(history: History) -> str:
@@ -108,11 +116,6 @@ def _probe_words(remaining: Sequence[str]) -> list[str]:
     words_with_letter = Counter(letter for word in remaining for letter in set(word))
     doubt = {letter: min(count, len(remaining) - count) for letter, count in words_with_letter.items()}
     return heapq.nlargest(PROBE_COUNT, answer_words(), key=lambda word: sum(doubt.get(letter, 0) for letter in set(word)))
-
-
-@functools.cache
-def _answer_set() -> frozenset[str]:
-    return frozenset(answer_words())
 
 
 def solve(secret: str) -> list[tuple[str, str]]:

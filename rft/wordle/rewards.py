@@ -48,9 +48,12 @@ def uses_previous_feedback(prompt, completion, example) -> float:
     """Rewards a guess that keeps what earlier feedback revealed and avoids what it ruled out.
 
     Each letter of the guess scores by the first rule that applies, and the five scores add up:
-    kept at a known ✓ position +0.2; a known-present letter moved to a new position +0.1; a
-    known-present letter put back where it was marked - -0.2; a letter marked x -0.5; anything
-    else (exploring a new letter) +0.05. Range -2.5 to +1.0; 0.1 when there is no feedback yet.
+    - kept where it was marked ✓: +0.2
+    - a letter marked - placed at a position not tried yet: +0.1
+    - a letter marked - placed again where it was marked -: -0.2
+    - a letter marked x: -0.5
+    - anything else (a letter not tried yet): +0.05
+    Range -2.5 to +1.0; 0.1 when there is no feedback yet.
     """
     try:
         guess = _played_guess(completion)
