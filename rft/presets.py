@@ -9,7 +9,7 @@ from rft.config import ConfigError, DataConfig, GRPOConfig, OptimConfig, Rewards
 
 def wordle() -> RunConfig:
     """The course's Wordle task: its prompt format and its three reward functions."""
-    from rft.wordle.rewards import reward_source
+    from rft.wordle import reward_source
 
     return RunConfig(
         name="wordle",

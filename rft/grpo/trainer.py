@@ -166,7 +166,7 @@ class Trainer:
         for name, text in scores.logs:
             self.writer.log(f"[reward {name}] {text}", step)
         for name, errors in scores.errors.items():
-            self.writer.log(f"[reward {name}] {errors.count} call(s) failed, scored as missing: {errors.first_message}", step)
+            self.writer.log(f"[reward {name}] {errors.count} completion(s) scored as missing: {errors.first_message}", step)
         per_function = torch.tensor([scores.per_function[n] for n in self.function_names], dtype=torch.float32).T
         total = grpo_loss.total_rewards(per_function, self.weights)
         advantages, zero_std = grpo_loss.group_advantages(total, group, cfg.grpo.scale_rewards)
