@@ -98,8 +98,8 @@ def build(runs_root: Path) -> MonitorTab:
     refresh.click(lambda run_id: (run_picker_update(runs_root, run_id), *draw(run_id, None, force=True)[:-1]),
                   run, [run, *outputs[:-1]])
 
-    return MonitorTab(show_run=show_run, show_run_outputs=[run, timer],
-                      on_load=(lambda current: run_picker_update(runs_root, current), [run], [run]))
+    # Opening the tab (or the page) lists new runs and resumes polling, which an ended run had stopped.
+    return MonitorTab(show_run=show_run, show_run_outputs=[run, timer], on_load=(show_run, [run], [run, timer]))
 
 
 def progress_html(run_id: str, state: str, status: dict, metrics) -> str:

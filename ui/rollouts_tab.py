@@ -123,8 +123,8 @@ def build(runs_root: Path) -> RolloutsTab:
     follow.change(lambda run_id, on: slider_update(resolve_run(runs_root, run_id), on)
                   if on and resolve_run(runs_root, run_id) else gr.skip(), [run, follow], step)
 
-    return RolloutsTab(show_run=show_run, show_run_outputs=[run, timer],
-                       on_load=(lambda current: run_picker_update(runs_root, current), [run], [run]))
+    # Opening the tab (or the page) lists new runs and resumes polling, which an ended run had stopped.
+    return RolloutsTab(show_run=show_run, show_run_outputs=[run, timer], on_load=(show_run, [run], [run, timer]))
 
 
 def completion_card(title: str, row: dict | None, functions: list[str]) -> str:
@@ -142,8 +142,8 @@ def completion_card(title: str, row: dict | None, functions: list[str]) -> str:
 def completion_widths(functions: list[str]) -> list[str]:
     """Narrow number columns, so the completion text gets the width."""
     numbers = len(functions) + 3
-    completion = max(30, 100 - 8 - 12 - 7 * numbers)
-    return ["4%", "4%", f"{completion}%", *["7%"] * numbers, "12%"]
+    completion = max(30, 100 - 10 - 12 - 7 * numbers)
+    return ["5%", "5%", f"{completion}%", *["7%"] * numbers, "12%"]
 
 
 def styled_completions(frame: pd.DataFrame, functions: list[str]):
@@ -158,5 +158,5 @@ def styled_completions(frame: pd.DataFrame, functions: list[str]):
     def tint(row):
         return [FLAGGED_ROW if suspicious[row.name] else ""] * len(row)
 
-    numeric = [*functions, "total", "advantage"]
-    return table.style.apply(tint, axis=1).format({c: "{:.3f}" for c in numeric}, na_rep="-")
+    formats = {**{c: "{:.3f}" for c in [*functions, "total"]}, "advantage": "{:+.3f}"}
+    return table.style.apply(tint, axis=1).format(formats, na_rep="-")

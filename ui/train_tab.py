@@ -82,6 +82,15 @@ def build(runs_root: Path) -> TrainTab:
                                 info="Overrides the picker when filled", scale=4, elem_id="model-path")
         device = gr.Dropdown(devices, value="auto", label="Device", info=device_note, scale=2, min_width=140)
 
+    with gr.Row(equal_height=True, elem_classes="job-bar"):
+        launch = gr.Button("Launch", variant="primary", size="md", scale=0, min_width=110, elem_id="launch")
+        stop = gr.Button("Stop", variant="stop", size="md", scale=0, min_width=90, elem_id="stop")
+        resume = gr.Button("Resume", size="md", scale=0, min_width=90, elem_id="resume")
+        export_yaml = gr.Button("Config as YAML", size="md", scale=0, min_width=130)
+        with gr.Column(scale=1):
+            job_status = gr.HTML(elem_id="job-status", min_height=32)
+    job_message = gr.HTML(elem_id="job-message")
+
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=380, elem_classes="panel"):
             gr.Markdown("### Dataset")
@@ -99,10 +108,10 @@ def build(runs_root: Path) -> TrainTab:
 
         with gr.Column(scale=7, min_width=480, elem_classes="panel"):
             gr.Markdown("### Reward functions")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False, elem_classes="toolbar"):
                 library_choice = gr.Dropdown(list(rewards.LIBRARY), label="Library", scale=3,
                                              info="Insert a ready-made function at the end of the code")
-                insert = gr.Button("Insert", size="sm", scale=1, min_width=80)
+                insert = gr.Button("Insert", size="sm", scale=0, min_width=80)
             reward_code = gr.Code(config.rewards.source, language="python", label="Reward code (Python)",
                                   lines=16, max_lines=24, interactive=True, elem_id="reward-code")
             with gr.Row():
@@ -128,13 +137,6 @@ def build(runs_root: Path) -> TrainTab:
                     field_inputs[field.path] = _field_input(field, form.get_path(config, field.path))
     batch_summary = gr.Markdown(form.effective_batch_summary(config), elem_id="batch-summary")
 
-    with gr.Row(equal_height=True, elem_classes="job-bar"):
-        launch = gr.Button("Launch", variant="primary", elem_id="launch", min_width=100)
-        stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=90)
-        resume = gr.Button("Resume", elem_id="resume", min_width=90)
-        export_yaml = gr.Button("Config as YAML", min_width=120)
-        job_status = gr.HTML(elem_id="job-status", min_height=36)
-    job_message = gr.HTML(elem_id="job-message")
     with gr.Row():
         command = gr.Code(form.cli_command("config.yaml"), language="shell", label="Reproduce from a shell",
                           lines=1, interactive=False, scale=3, elem_id="cli-command")
@@ -278,16 +280,17 @@ def build(runs_root: Path) -> TrainTab:
         return gr.update(value=str(path), visible=True), message, form.cli_command(path.name)
 
     def show_job(run_id):
+        """The job line, and whether to keep polling: only while the job can still change by itself."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
-            return '<span class="muted">No job yet: configure a run and press Launch.</span>'
+            return '<span class="muted">No job yet: configure a run and press Launch.</span>', gr.Timer(active=False)
         status = read_status(run_dir)
         state = effective_state(status)
         progress = run_progress(state, status, read_metrics(run_dir) if state in ACTIVE_STATES else pd.DataFrame())
         text = f"{state_badge(state)} <b>{run_id}</b> · {progress.describe()}"
         if state == "failed" and progress.error:
             text += f'<div class="notice notice-error">{html.escape(progress.error)}</div>'
-        return text
+        return text, gr.Timer(active=state in ACTIVE_STATES)
 
     def reattach():
         """On page load: the running job, if any, is the current one (a reload never loses it)."""
@@ -306,11 +309,11 @@ def build(runs_root: Path) -> TrainTab:
     for path in form.BATCH_FIELDS + ("schedule.epochs",):
         field_inputs[path].change(update_summary, config_inputs, batch_summary, show_progress="hidden")
     launch.click(launch_run, config_inputs, [current_run, job_message, command])
-    stop.click(stop_run, current_run, job_message)
-    resume.click(resume_run, current_run, job_message)
+    stop.click(stop_run, current_run, job_message).then(show_job, current_run, [job_status, timer])
+    resume.click(resume_run, current_run, job_message).then(show_job, current_run, [job_status, timer])
     export_yaml.click(write_yaml, config_inputs, [yaml_file, job_message, command])
-    current_run.change(show_job, current_run, job_status, show_progress="hidden")
-    timer.tick(show_job, current_run, job_status, show_progress="hidden")
+    current_run.change(show_job, current_run, [job_status, timer], show_progress="hidden")
+    timer.tick(show_job, current_run, [job_status, timer], show_progress="hidden")
 
     def on_load(choice, stored, column, code, table):
         return (reattach(), *refresh_preview(choice, stored, column), *check_code(code, table))

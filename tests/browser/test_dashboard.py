@@ -172,6 +172,12 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
 
     page.locator("#model-path textarea, #model-path input").first.fill(str(tiny_model_dir))
     page.locator("#run-name textarea, #run-name input").first.fill("browser-test")
+    # An invalid configuration is refused with the field named, and nothing starts.
+    set_number(page, "hp-sampling-num-generations", 1)
+    page.locator("#launch").click()
+    wait_for_text(page.locator("#job-message"), r"configuration is invalid[\s\S]*sampling\.num_generations")
+    assert not any((p / "config.yaml").exists() for p in runs_dir.iterdir())
+
     set_number(page, "hp-sampling-num-generations", 4)
     set_number(page, "hp-sampling-max-completion-length", 16)
     set_number(page, "hp-schedule-max-steps", MAX_STEPS)
