@@ -23,6 +23,7 @@ from tqdm import tqdm
 from rft import data as datasets
 from rft import models
 from rft.config import RunConfig
+from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
 from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
 from rft.rewards import RewardRuntime
@@ -158,6 +159,7 @@ class Trainer:
         self.model.eval()
         rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], cfg.sampling, cfg.data.max_prompt_length)
         timings["generate"] += rollout.generate_seconds
+        fault_point("generate", step)
 
         started = time.perf_counter()
         group = cfg.sampling.num_generations
@@ -312,6 +314,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        fault_point("checkpoint", step)
         torch.save(state, staging / TRAINER_STATE_FILE)
         final = self.writer.commit_checkpoint(step, staging)
         self.writer.log(f"checkpoint saved: {final.name}", step)
@@ -371,8 +374,10 @@ class Trainer:
             timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
             stats = self.optimise(batches, timings)
+            fault_point("optimizer", step)
             row = self.metrics_row(step, batches, stats, timings, time.perf_counter() - step_started)
             self.writer.append_rollouts(step, self.rollout_records(batches))
+            fault_point("metrics", step)
             self.writer.append_metrics(row)
             self.step = step
             bar.update(1)
