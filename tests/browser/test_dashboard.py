@@ -184,6 +184,10 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     set_number(page, "hp-schedule-save-every", 2)
     wait_for_text(page.locator("#batch-summary"), r"4 completions per step")
 
+    page.get_by_role("button", name="Config as YAML").click()
+    wait_for_text(page.locator("#job-message"), r"Saved browser-test\.yaml")
+    assert "python -m rft train --config browser-test.yaml" in page.locator("#cli-command").inner_text()
+
     page.locator("#launch").click()
     wait_for_text(page.locator("#job-message"), r"Started run \S+browser-test")
     wait_for_text(page.locator("#job-status"), r"(?i)queued|running")
@@ -227,3 +231,13 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     wait_for_text(page.locator("#runs-table"), r"browser-test[\s\S]*finished")
     page.locator("#chart-overlay .scatterlayer .trace").first.wait_for()
     screenshot(page, "4-runs")
+
+    page.get_by_role("button", name="Open in Rollouts").click()
+    wait_for_text(page.locator("#rollouts-summary"), r"Step 12")
+
+    open_tab(page, "Runs")
+    page.locator("#runs-delete").click()
+    wait_for_text(page.locator(".confirm"), r"cannot be undone")
+    page.locator("#runs-confirm-delete").click()
+    wait_for_text(page.locator("#runs-message"), r"Deleted \S+browser-test")
+    assert not any((p / "config.yaml").exists() for p in runs_dir.iterdir())
