@@ -49,6 +49,7 @@ def test_group_chart_shows_recent_groups_and_marks_zero_spread_red():
     assert [trace.name for trace in figure.data][:2] == ["8·g1", "8·g2"]
     assert figure.data[1].marker.color == charts.ZERO_SPREAD_COLOR
     assert figure.data[0].marker.color != charts.ZERO_SPREAD_COLOR
+    assert charts.ZERO_SPREAD_COLOR not in charts.PALETTE
 
 
 def test_step_time_is_stacked_and_every_builder_handles_empty_frames():
@@ -81,3 +82,9 @@ def test_ten_thousand_steps_render_quickly_after_downsampling():
     assert time.perf_counter() - started < 3.0
     assert all(len(trace.x) <= 600 for f in figures[:3] for trace in f.data)
     assert payload < 500_000
+
+
+def test_a_constant_series_gets_a_readable_axis():
+    metrics = pd.DataFrame({"tokens_per_second": [38.136434047406404, 38.13643404740641]}, index=[1, 2])
+    low, high = charts.throughput_chart(metrics).layout.yaxis.range
+    assert low < 38.13 < 38.14 < high

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-PALETTE = ["#4f46e5", "#0d9488", "#d97706", "#db2777", "#2563eb", "#65a30d", "#9333ea", "#dc2626"]
-ZERO_SPREAD_COLOR = "#dc2626"
+PALETTE = ["#4f46e5", "#0d9488", "#d97706", "#db2777", "#2563eb", "#65a30d", "#9333ea", "#0891b2"]
+ZERO_SPREAD_COLOR = "#dc2626"  # reserved: no palette colour may look like it
 CHART_HEIGHT = 230
 GROUP_STEPS = 4  # recent steps whose groups the spread chart shows
 
@@ -29,7 +29,23 @@ def _layout(figure: go.Figure, title: str, y_title: str = "", height: int = CHAR
         uirevision=title,  # keeps the user's zoom across live refreshes
     )
     figure.update_xaxes(title_text="step", title_standoff=2, title_font={"size": 10})
+    _widen_flat_axis(figure)
     return figure
+
+
+def _widen_flat_axis(figure: go.Figure) -> None:
+    """A constant series (averaging can leave float noise of 1e-15 on it) gets a readable y range;
+    plotly's own autorange on such a sliver draws a solid block with garbage ticks."""
+    values = np.concatenate([np.asarray(trace.y, dtype=float) for trace in figure.data if trace.y is not None]
+                            or [np.array([])])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    scale = max(abs(low), abs(high), 1e-3)
+    if high - low < 1e-9 * scale:
+        middle = (low + high) / 2
+        figure.update_yaxes(range=[middle - 0.1 * scale, middle + 0.1 * scale])
 
 
 def empty_figure(title: str, message: str = "no data yet") -> go.Figure:
