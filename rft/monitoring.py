@@ -115,7 +115,7 @@ def reward_function_names(metrics: pd.DataFrame) -> list[str]:
 
 # ---- rollouts ---------------------------------------------------------------------------------
 
-ROLLOUT_FIXED_COLUMNS = ("group", "completion", "total", "advantage", "tokens", "flags")
+ROLLOUT_COLUMNS = ("group", "sample", "prompt", "completion", "total", "advantage", "tokens", "truncated")
 
 
 def rollout_frame(record: dict | None) -> pd.DataFrame:
@@ -134,6 +134,11 @@ def rollout_frame(record: dict | None) -> pd.DataFrame:
             row["truncated"] = bool(_at(group.get("truncated"), i))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def reward_columns(frame: pd.DataFrame) -> list[str]:
+    """The per-function reward columns of a rollout frame, in the trainer's order."""
+    return [c for c in frame.columns if c not in ROLLOUT_COLUMNS and c != "flags"]
 
 
 def _at(values, index):

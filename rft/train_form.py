@@ -154,12 +154,9 @@ def effective_batch_summary(config: RunConfig) -> str:
     return "  \n".join(lines)
 
 
-def cli_command(config_path: str | Path, run_dir: str | Path | None = None) -> str:
-    """The shell command that trains this config without the dashboard."""
-    command = ["python", "-m", "rft", "train", "--config", str(config_path)]
-    if run_dir is not None:
-        command += ["--run-dir", str(run_dir)]
-    return shlex.join(command)
+def cli_command(config_path: str | Path) -> str:
+    """The shell command that trains this config again, without the dashboard, as a new run."""
+    return shlex.join(["python", "-m", "rft", "train", "--config", str(config_path)])
 
 
 def store_upload(uploaded: str | Path, runs_root: str | Path) -> Path:

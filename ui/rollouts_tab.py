@@ -18,6 +18,7 @@ from rft.monitoring import (
     change_signature,
     flag_suspects,
     group_table,
+    reward_columns,
     rollout_frame,
     select_rollouts,
     suspect_count,
@@ -70,8 +71,7 @@ def build(runs_root: Path) -> RolloutsTab:
         if record is None:
             return ('<span class="muted">No rollouts for this step yet.</span>', "", "", None, None, gr.skip())
         frame = rollout_frame(record)
-        functions = [c for c in frame.columns if c not in
-                     ("group", "sample", "prompt", "completion", "total", "advantage", "tokens", "truncated")]
+        functions = reward_columns(frame)
         task = task if task in functions else (functions[0] if functions else None)
         flagged = flag_suspects(frame, HackingRule(task_function=task))
         shown = select_rollouts(flagged, view_name, sort_by)

@@ -187,7 +187,10 @@ def build(runs_root: Path) -> TrainTab:
     def on_upload(file, column):
         if file is None:
             return gr.skip(), None, *refresh_preview(UPLOAD_CHOICE, None, column)
-        stored = str(form.store_upload(file, runs_root))
+        try:
+            stored = str(form.store_upload(file, runs_root))
+        except OSError as exc:
+            return gr.skip(), None, None, [], notice(f"Could not keep the uploaded file: {exc}", "error")
         return UPLOAD_CHOICE, stored, *refresh_preview(UPLOAD_CHOICE, stored, column)
 
     def insert_library(code, name):
@@ -215,7 +218,10 @@ def build(runs_root: Path) -> TrainTab:
         known = set(rewards.check(code or "").function_names) if weight_values else set()
         weight_values = {k: v for k, v in weight_values.items() if k in known}
         data = current_data_config(choice, stored, column)
-        frame, message = form.try_rewards(code or "", weight_values, rows, data, completion or "", 10.0)
+        try:
+            frame, message = form.try_rewards(code or "", weight_values, rows, data, completion or "", 10.0)
+        except Exception as exc:  # the worker could not start, say: show it, keep the page alive
+            return None, notice(f"Scoring failed: {type(exc).__name__}: {exc}", "error")
         return frame, _code_notice(message, "ok" if not frame.empty else "error")
 
     def update_summary(values: dict):
@@ -242,7 +248,7 @@ def build(runs_root: Path) -> TrainTab:
             return gr.skip(), notice(f"Launch failed: {type(exc).__name__}: {exc}", "error"), gr.skip()
         message = notice(f"Started run {run_dir.name}. Watch it in Monitor; it keeps training if you close "
                          "this page.", "ok")
-        return run_dir.name, message, form.cli_command(run_dir / "config.yaml", run_dir)
+        return run_dir.name, message, form.cli_command(run_dir / "config.yaml")
 
     def stop_run(run_id):
         run_dir = resolve_run(runs_root, run_id)
