@@ -17,11 +17,12 @@ from rft.grpo.loss import token_entropy, token_logprobs
 
 @dataclass
 class Rollout:
-    """One batch of sampled completions, grouped: rows [g*G, (g+1)*G) share prompt g."""
+    """One batch of sampled completions, grouped: rows [p*G, (p+1)*G) answer prompt p."""
 
-    prompt_ids: torch.Tensor  # [B, Lp], left-padded
-    prompt_mask: torch.Tensor  # [B, Lp]
-    completion_ids: torch.Tensor  # [B, Lc], right-padded after the first EOS
+    prompt_ids: torch.Tensor  # [P, Lp], left-padded: each prompt once, shared by its group
+    prompt_mask: torch.Tensor  # [P, Lp]
+    group_size: int  # G
+    completion_ids: torch.Tensor  # [B, Lc], padded after the first EOS
     completion_mask: torch.Tensor  # [B, Lc] float: 1 on tokens up to and including EOS
     completions: list[str]
     truncated: torch.Tensor  # [B] bool: hit the length limit without EOS
@@ -30,6 +31,11 @@ class Rollout:
     @property
     def completion_lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding, as generate() computes them."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,21 +56,42 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-@torch.no_grad()
-def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingConfig, max_prompt_length: int) -> Rollout:
-    """G completions for each prompt, sampled in one batch."""
-    group = sampling.num_generations
-    encoded = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    if encoded.input_ids.shape[1] > max_prompt_length:
-        raise ValueError(f"a prompt is {encoded.input_ids.shape[1]} tokens, over the {max_prompt_length}-token limit")
-    device = next(model.parameters()).device
-    prompt_ids = encoded.input_ids.repeat_interleave(group, dim=0).to(device)
-    prompt_mask = encoded.attention_mask.repeat_interleave(group, dim=0).to(device)
-    eos_ids = eos_token_ids(model, tokenizer)
-    started = time.perf_counter()
-    output = model.generate(
+def prefill_shared_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int):
+    """Run each prompt once and repeat its KV cache for its G completions.
+
+    The prompt is usually longer than the completions (the Wordle system prompt is ~300
+    tokens), so computing it once per group instead of G times removes most of the work of
+    prefill, and of the training forward and backward passes. Gradients flow through the
+    repeated cache back to the single prompt computation. Returns (cache, logits at the last
+    prompt position [B, 1, V]).
+    """
+    output = model(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
+        position_ids=positions_from_mask(prompt_mask),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = output.past_key_values
+    cache.batch_repeat_interleave(group_size)
+    return cache, output.logits.repeat_interleave(group_size, dim=0)
+
+
+@torch.no_grad()
+def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingConfig) -> Rollout:
+    """G completions for each prompt, sampled in one batch over a shared prompt prefill."""
+    group = sampling.num_generations
+    device = next(model.parameters()).device
+    encoded = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    prompt_ids, prompt_mask = encoded.input_ids, encoded.attention_mask
+    eos_ids = eos_token_ids(model, tokenizer)
+    started = time.perf_counter()
+    # The cache covers all but the last prompt token: generate() feeds that token itself.
+    prefix, _ = prefill_shared_prompts(model, prompt_ids[:, :-1], prompt_mask[:, :-1], group)
+    output = model.generate(
+        input_ids=prompt_ids.repeat_interleave(group, dim=0),
+        attention_mask=prompt_mask.repeat_interleave(group, dim=0),
+        past_key_values=prefix,
         do_sample=True,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -80,7 +107,7 @@ def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingCo
     completion_mask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
     completion_ids = torch.where(completion_mask.bool(), completion_ids, torch.full_like(completion_ids, tokenizer.pad_token_id))
     completions = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, completions, truncated, generate_seconds)
+    return Rollout(prompt_ids, prompt_mask, group, completion_ids, completion_mask, completions, truncated, generate_seconds)
 
 
 def completion_logprobs(
@@ -88,20 +115,25 @@ def completion_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(token) at every completion position ([B, Lc]), and optionally the token entropy.
 
-    Only the completion positions reach the LM head (`logits_to_keep`), and logits are divided
-    by the sampling temperature so the ratio compares the distribution that was sampled from.
+    The prompt runs once per group (prefill_shared_prompts); the completions then run on its
+    cache, and only their positions reach the LM head. Logits are divided by the sampling
+    temperature so the ratio compares the distribution that was sampled from.
     """
-    input_ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
-    attention_mask = torch.cat([rollout.prompt_mask, rollout.completion_mask.long()], dim=1)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    completion_length = rollout.completion_ids.shape[1]
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        logits_to_keep=completion_length + 1,
-        use_cache=False,
-    ).logits[:, :-1]
+    cache, first_logits = prefill_shared_prompts(model, rollout.prompt_ids, rollout.prompt_mask, rollout.group_size)
+    logits = first_logits
+    if rollout.completion_ids.shape[1] > 1:
+        prompt_mask = rollout.prompt_mask.repeat_interleave(rollout.group_size, dim=0)
+        attention_mask = torch.cat([prompt_mask, rollout.completion_mask.long()], dim=1)[:, :-1]
+        first_position = prompt_mask.sum(-1, keepdim=True)
+        steps = torch.arange(rollout.completion_ids.shape[1] - 1, device=prompt_mask.device)[None, :]
+        rest = model(
+            input_ids=rollout.completion_ids[:, :-1],
+            attention_mask=attention_mask,
+            position_ids=first_position + steps,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        logits = torch.cat([first_logits, rest], dim=1)
     logits = logits / temperature
     logp = token_logprobs(logits, rollout.completion_ids)
     entropy = None

@@ -157,7 +157,7 @@ class Trainer:
         cfg = self.config
         prompts = self.prompts_for(step, micro)
         self.model.eval()
-        rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], cfg.sampling, cfg.data.max_prompt_length)
+        rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], cfg.sampling)
         timings["generate"] += rollout.generate_seconds
         fault_point("generate", step)
 

@@ -1,0 +1,80 @@
+"""Rollouts: masks, the shared-prompt KV cache, and log-probs equal to a plain full forward pass."""
+
+import pytest
+import torch
+
+from rft.config import SamplingConfig
+from rft.data import render_prompt
+from rft.grpo.sampler import Rollout, completion_logprobs, completion_mask_from_ids, positions_from_mask, sample_group
+from rft.models import load_for_inference
+
+PROMPTS = ["Hi", "Write a long and careful answer about the history of the number zero, please."]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tokenizer = load_for_inference(str(tiny_model_dir))
+    texts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS]
+    return model, tokenizer, texts
+
+
+def test_completion_mask_covers_up_to_the_first_eos():
+    eos = 2
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 9, 9, 9]])
+    mask, truncated = completion_mask_from_ids(ids, [eos])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert truncated.tolist() == [False, True, False]
+
+
+def test_sample_group_shapes_and_padding(tiny):
+    model, tokenizer, texts = tiny
+    torch.manual_seed(0)
+    rollout = sample_group(model, tokenizer, texts, SamplingConfig(num_generations=3, max_completion_length=12))
+    assert rollout.prompt_ids.shape[0] == 2 and rollout.group_size == 3
+    assert rollout.completion_ids.shape[0] == 6 and rollout.completion_ids.shape[1] <= 12
+    assert len(rollout.completions) == 6
+    padded = rollout.completion_mask == 0
+    assert (rollout.completion_ids[padded] == tokenizer.pad_token_id).all()
+    assert rollout.generate_seconds > 0
+
+
+def naive_logprobs(model, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """The textbook computation: every row's full prompt + completion in one forward pass."""
+    group = rollout.group_size
+    input_ids = torch.cat([rollout.prompt_ids.repeat_interleave(group, 0), rollout.completion_ids], 1)
+    attention_mask = torch.cat([rollout.prompt_mask.repeat_interleave(group, 0), rollout.completion_mask.long()], 1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask)).logits
+    completion_logits = logits[:, rollout.prompt_ids.shape[1] - 1 : -1] / temperature
+    return torch.log_softmax(completion_logits.float(), -1).gather(-1, rollout.completion_ids[..., None]).squeeze(-1)
+
+
+def test_shared_prompt_logprobs_equal_the_full_forward_pass(tiny):
+    model, tokenizer, texts = tiny
+    torch.manual_seed(1)
+    rollout = sample_group(model, tokenizer, texts, SamplingConfig(num_generations=3, max_completion_length=10))
+    with torch.no_grad():
+        shared, entropy = completion_logprobs(model, rollout, temperature=0.7, with_entropy=True)
+        expected = naive_logprobs(model, rollout, temperature=0.7)
+    mask = rollout.completion_mask.bool()
+    assert torch.allclose(shared[mask], expected[mask], atol=1e-4)
+    assert entropy.shape == shared.shape and (entropy[mask] > 0).all()
+
+
+def test_gradients_flow_through_the_shared_prompt(tiny_model_dir):
+    from rft.config import LoraConfig
+    from rft.models import wrap_with_lora
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir))
+    model = wrap_with_lora(model, LoraConfig(rank=4, alpha=8, target_modules="k_proj,v_proj"))
+    text = render_prompt(tokenizer, [{"role": "user", "content": "Hello there"}])
+    torch.manual_seed(2)
+    rollout = sample_group(model, tokenizer, [text], SamplingConfig(num_generations=2, max_completion_length=6))
+    with torch.no_grad():  # make lora_B non-zero so lora_A receives gradient too
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    logp, _ = completion_logprobs(model, rollout, temperature=1.0)
+    logp.sum().backward()
+    # k/v projections only matter through the cache: a gradient here proves it flows through it
+    grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
