@@ -106,6 +106,21 @@ class ScheduleConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised warm start: before GRPO, the adapter learns from worked demonstrations.
+
+    GRPO then continues from that adapter, and the KL reference is the warm-started adapter.
+    """
+
+    enabled: bool = False
+    examples: int = 256  # demonstrations, one per dataset row from the first
+    epochs: float = 1.0  # passes over the demonstrations
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    max_length: int = 640  # prompt + demonstration tokens; longer examples are left out
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -116,6 +131,7 @@ class RunConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     @property
     def completions_per_step(self) -> int:
@@ -234,6 +250,13 @@ class RunConfig:
         require(lo.alpha > 0, "lora.alpha: must be positive")
         require(0 <= lo.dropout < 1, "lora.dropout: must be in [0, 1)")
         require(bool(lo.target_modules.strip()), "lora.target_modules: 'all-linear' or module names")
+        if self.sft.enabled:
+            ft = self.sft
+            require(1 <= ft.examples <= 1_000_000, "sft.examples: must be in [1, 1000000] demonstrations")
+            require(_finite(ft.epochs) and 0 < ft.epochs <= 100, "sft.epochs: must be in (0, 100]")
+            require(_finite(ft.learning_rate) and 0 < ft.learning_rate <= 1, "sft.learning_rate: must be in (0, 1]")
+            require(1 <= ft.batch_size <= 1024, "sft.batch_size: must be in [1, 1024]")
+            require(16 <= ft.max_length <= 131072, "sft.max_length: must be in [16, 131072] tokens")
         return found
 
     def validate(self) -> "RunConfig":
