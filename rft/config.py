@@ -19,6 +19,7 @@ BUNDLED_MODEL = "bundled:SmolLM2-135M-Instruct"
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
+MAX_COMPLETIONS_PER_MICRO_BATCH = 16384
 
 
 class ConfigError(ValueError):
@@ -212,7 +213,7 @@ class RunConfig:
         require(self.model.dtype in ("auto", "float32", "bfloat16", "float16"),
                 f"model.dtype: {self.model.dtype!r} is not auto, float32, bfloat16 or float16")
         require(self.data.preset or self.data.path, "data: choose a preset or a dataset file (data.path)")
-        require(self.data.max_prompt_length >= 8, "data.max_prompt_length: must be at least 8 tokens")
+        require(8 <= self.data.max_prompt_length <= 131072, "data.max_prompt_length: must be in [8, 131072] tokens")
         require(self.data.limit is None or self.data.limit >= 1, "data.limit: must be at least 1 or empty")
         require(bool(self.rewards.source.strip()), "rewards.source: write at least one reward function")
         require(0 < self.rewards.timeout_s <= 600, "rewards.timeout_s: must be in (0, 600] seconds")
@@ -227,7 +228,7 @@ class RunConfig:
                 "sampling.temperature: must be in (0, 10]; sampling needs a positive temperature")
         require(0 < s.top_p <= 1, "sampling.top_p: must be in (0, 1]")
         require(s.top_k >= 0, "sampling.top_k: must be 0 (off) or positive")
-        require(_finite(g.beta) and g.beta >= 0, "grpo.beta: must be 0 or positive")
+        require(_finite(g.beta) and 0 <= g.beta <= 100, "grpo.beta: must be in [0, 100]")
         require(0 <= g.epsilon_low < 1, "grpo.epsilon_low: must be in [0, 1)")
         require(g.epsilon_high is None or 0 <= g.epsilon_high < 10, "grpo.epsilon_high: must be in [0, 10)")
         require(1 <= g.num_iterations <= 16, "grpo.num_iterations: must be in [1, 16]")
@@ -238,16 +239,23 @@ class RunConfig:
         require(o.lr_scheduler in LR_SCHEDULERS,
                 f"optim.lr_scheduler: {o.lr_scheduler!r} is not one of {', '.join(LR_SCHEDULERS)}")
         require(o.warmup_steps >= 0, "optim.warmup_steps: must be 0 or positive")
-        require(o.weight_decay >= 0, "optim.weight_decay: must be 0 or positive")
-        require(o.max_grad_norm > 0, "optim.max_grad_norm: must be positive")
+        require(_finite(o.weight_decay) and 0 <= o.weight_decay <= 10, "optim.weight_decay: must be in [0, 10]")
+        require(_finite(o.max_grad_norm) and o.max_grad_norm > 0, "optim.max_grad_norm: must be a positive number")
         require(1 <= o.prompts_per_step <= 1024, "optim.prompts_per_step: must be in [1, 1024]")
+        # The batch is always whole groups (prompts_per_step x num_generations rows), so there is no
+        # divisibility to check; its size is what can be absurd.
+        require(o.prompts_per_step * s.num_generations <= MAX_COMPLETIONS_PER_MICRO_BATCH,
+                f"optim.prompts_per_step: {o.prompts_per_step} prompts x {s.num_generations} completions is "
+                f"{o.prompts_per_step * s.num_generations} sequences per micro-batch; at most "
+                f"{MAX_COMPLETIONS_PER_MICRO_BATCH}. Use gradient_accumulation_steps for a larger batch.")
         require(1 <= o.gradient_accumulation_steps <= 1024, "optim.gradient_accumulation_steps: must be in [1, 1024]")
         require(1 <= sc.max_steps <= 1_000_000, "schedule.max_steps: must be in [1, 1000000]")
         require(sc.epochs is None or 0 < sc.epochs <= 1000, "schedule.epochs: must be positive or empty")
         require(sc.save_every >= 0, "schedule.save_every: must be 0 (only at the end) or positive")
         require(sc.eval_every >= 0, "schedule.eval_every: must be 0 (off) or positive")
+        require(0 <= sc.seed < 2**32, "schedule.seed: must be in [0, 2**32 - 1] (numpy's seed range)")
         require(1 <= lo.rank <= 1024, "lora.rank: must be in [1, 1024]")
-        require(lo.alpha > 0, "lora.alpha: must be positive")
+        require(0 < lo.alpha <= 65536, "lora.alpha: must be in [1, 65536]")
         require(0 <= lo.dropout < 1, "lora.dropout: must be in [0, 1)")
         require(bool(lo.target_modules.strip()), "lora.target_modules: 'all-linear' or module names")
         if self.sft.enabled:
@@ -316,7 +324,7 @@ def _coerce(hint, value, where: str):
             raise ConfigError([f"{where}: expected a number, got {value!r}"])
         try:
             number = base(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf)
             raise ConfigError([f"{where}: expected a number, got {value!r}"]) from None
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError([f"{where}: expected a whole number, got {value!r}"])
