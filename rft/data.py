@@ -19,6 +19,9 @@ from rft.config import DataConfig
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 MAX_REPORTED_ERRORS = 5
+# Datasets are read whole, in the dashboard (preview, checks) and in the trainer; the cap keeps a
+# wrong file from exhausting memory. Prompt sets for GRPO are far smaller (GSM8K is 4 MB).
+MAX_DATASET_BYTES = 200 * 2**20
 
 
 class DatasetError(ValueError):
@@ -109,6 +112,12 @@ def read_file(path: str | Path, prompt_column: str = "prompt") -> list[dict]:
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DatasetError(f"{path.name}: unsupported file type {path.suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}.")
+    size = path.stat().st_size
+    if size > MAX_DATASET_BYTES:
+        raise DatasetError(
+            f"{path.name}: the file is {size / 2**20:,.0f} MB; datasets up to {MAX_DATASET_BYTES / 2**20:,.0f} MB "
+            "are accepted. Keep the rows you need, e.g. `head -n 100000 big.jsonl > smaller.jsonl`."
+        )
     rows = reader(path)
     return validate_rows(rows, prompt_column, path.name)
 
