@@ -58,8 +58,14 @@ def preflight(config: RunConfig) -> list[str]:
             problems.append(f"model.name_or_path: {reference} does not exist")
         elif path.is_dir() and not (path / "config.json").exists():
             problems.append(f"model.name_or_path: {reference} is not a model directory (no config.json)")
-    if config.model.adapter and not (Path(config.model.adapter).expanduser() / "adapter_config.json").exists():
-        problems.append(f"model.adapter: {config.model.adapter} is not a PEFT adapter directory")
+        elif path.is_dir() and not any(path.glob("*.safetensors")):
+            problems.append(f"model.name_or_path: {reference} has no .safetensors weights; only safetensors are "
+                            "loaded (pickled .bin weights can run code)")
+    if config.model.adapter:
+        try:
+            models.checked_adapter_dir(config.model.adapter)
+        except models.ModelLoadError as exc:
+            problems.append(f"model.adapter: {exc}")
     if config.rewards.source.strip():
         check = rewards.check(config.rewards.source)
         problems.extend(f"rewards.source: {error}" for error in check.errors)

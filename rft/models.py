@@ -187,14 +187,16 @@ def load_base_model(config: ModelConfig):
     dtype = choose_dtype(device, config.dtype)
     location = resolve_model_dir(config.name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa")
+        # safetensors only: a pickled checkpoint (pytorch_model.bin) can run code when loaded.
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa",
+                                                     use_safetensors=True)
         model.to(device)
-    except torch.OutOfMemoryError as exc:
-        raise ModelLoadError(
-            f"{config.name_or_path}: not enough {device.type.upper()} memory to load it ({exc}). "
-            "Pick a smaller model or free memory."
-        ) from exc
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # whatever from_pretrained raises, the run fails with this path named
+        if _is_out_of_memory(exc):
+            raise ModelLoadError(
+                f"{config.name_or_path}: not enough {device.type.upper()} memory to load it ({_first_line(exc)}). "
+                "Pick a smaller model or free memory."
+            ) from exc
         raise ModelLoadError(f"{config.name_or_path}: cannot load this model: {_first_line(exc)}") from exc
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -203,12 +205,28 @@ def load_base_model(config: ModelConfig):
     return model
 
 
+def _is_out_of_memory(exc: Exception) -> bool:
+    # On CPU torch reports a failed allocation as a RuntimeError from its allocator.
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(exc)
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:500]
 
 
 REFERENCE_ADAPTER = "reference"
+
+
+def checked_adapter_dir(adapter: str) -> Path:
+    """A PEFT adapter directory whose weights are safetensors; PEFT would unpickle adapter_model.bin."""
+    adapter_path = Path(adapter).expanduser()
+    if not (adapter_path / "adapter_config.json").exists():
+        raise ModelLoadError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json).")
+    if not (adapter_path / "adapter_model.safetensors").exists():
+        raise ModelLoadError(f"{adapter}: no adapter_model.safetensors; only safetensors adapters are loaded "
+                             "(a pickled adapter_model.bin can run code). Convert it with safetensors first.")
+    return adapter_path
 
 
 def wrap_with_lora(model, lora: LoraConfig, adapter: str | None = None):
@@ -222,9 +240,7 @@ def wrap_with_lora(model, lora: LoraConfig, adapter: str | None = None):
     from peft import PeftModel, get_peft_model
 
     if adapter:
-        adapter_path = Path(adapter).expanduser()
-        if not (adapter_path / "adapter_config.json").exists():
-            raise ModelLoadError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json).")
+        adapter_path = checked_adapter_dir(adapter)
         peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
         peft_model.load_adapter(str(adapter_path), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
         peft_model.set_adapter("default")
@@ -264,10 +280,7 @@ def load_for_inference(reference: str, adapter: str | None = None, device: str =
     if adapter:
         from peft import PeftModel
 
-        adapter_path = Path(adapter).expanduser()
-        if not (adapter_path / "adapter_config.json").exists():
-            raise ModelLoadError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json).")
-        model = PeftModel.from_pretrained(model, str(adapter_path))
+        model = PeftModel.from_pretrained(model, str(checked_adapter_dir(adapter)))
         model.eval()
     return model, tokenizer
 
