@@ -5,13 +5,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from rft.runs import checkpoint_path, list_checkpoints, read_config
+from rft.runs import checkpoint_path, folder_inside, list_checkpoints, read_config
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
 class ExportError(RuntimeError):
     pass
+
+
+def export_dir_for(exports_root: str | Path, name: str) -> Path:
+    """Where the dashboard exports under a name the user typed: always a folder directly in exports_root."""
+    try:
+        return folder_inside(exports_root, name, "export name")
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _model_card(run_dir: Path, step: int) -> str:

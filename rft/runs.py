@@ -33,6 +33,7 @@ STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("queued", "running", "stopping")
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PID_CLOCK_SLACK_S = 2.0  # /proc's boot time has 1 s resolution
 
 
 def default_runs_root() -> Path:
@@ -47,12 +48,18 @@ def new_run_id(name: str) -> str:
 
 def run_dir_for(runs_root: str | Path, run_id: str) -> Path:
     """The directory of `run_id` under `runs_root`; refuses ids that would escape it."""
-    if not RUN_ID_PATTERN.match(run_id) or run_id in (".", ".."):
-        raise ValueError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_', '-')")
-    root = Path(runs_root).resolve()
-    path = (root / run_id).resolve()
+    return folder_inside(runs_root, run_id, "run id")
+
+
+def folder_inside(root: str | Path, name: str, what: str) -> Path:
+    """`root/name` for a name typed or sent by a user; refuses any name that would lead outside
+    `root` (separators, '..', absolute paths, a symlink pointing elsewhere)."""
+    if not isinstance(name, str) or not RUN_ID_PATTERN.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid {what} (letters, digits, '.', '_', '-'; no '/')")
+    root = Path(root).resolve()
+    path = (root / name).resolve()
     if path.parent != root:
-        raise ValueError(f"run id {run_id!r} escapes the runs directory")
+        raise ValueError(f"{what} {name!r} leads outside {root}")
     return path
 
 
@@ -98,7 +105,8 @@ class RunWriter:
         """Set the pid of a just-spawned trainer, unless the trainer already wrote its status."""
         status = read_status(self.run_dir)
         if not status.get("pid"):
-            status["pid"] = pid
+            # updated_at after the spawn: see effective_state on how a trainer is told from a recycled pid
+            status.update(pid=pid, updated_at=time.time())
             _write_json_atomic(self.run_dir / "status.json", status)
 
     def _append_line(self, name: str, record: dict) -> None:
@@ -134,7 +142,8 @@ class RunWriter:
         return final
 
     def truncate_after(self, step: int) -> None:
-        """Before resuming from checkpoint `step`: drop half-written lines and later steps."""
+        """Before resuming from checkpoint `step` (0: a fresh start): drop half-written lines, later
+        steps and later checkpoints, which a resume would otherwise load in place of this one."""
         for name in ("metrics.jsonl", "rollouts.jsonl"):
             path = self.run_dir / name
             if not path.exists():
@@ -154,6 +163,9 @@ class RunWriter:
             os.replace(tmp, path)
         for stale in self.checkpoints_dir.glob(".tmp-step-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        for later in list_checkpoints(self.run_dir):
+            if later > step:
+                shutil.rmtree(self.checkpoints_dir / f"step-{later}", ignore_errors=True)
 
     def request_stop(self) -> None:
         (self.run_dir / "stop").touch()
@@ -263,12 +275,31 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def process_started_at(pid: int) -> float | None:
+    """When a process started (Unix time), from Linux's /proc; None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks_after_boot = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot_time = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot_time + ticks_after_boot / os.sysconf("SC_CLK_TCK")
+
+
 def effective_state(status: dict) -> str:
-    """The state on disk, corrected when the trainer died without saying so."""
+    """The state on disk, corrected when the trainer died without saying so.
+
+    A dead trainer's pid can be reused by another program (after a reboot, say). The trainer was
+    running when status.json was last updated, so a process that started after that is not it.
+    """
     state = status.get("state", "unknown")
-    if state in ACTIVE_STATES and status.get("pid") and not pid_alive(status["pid"]):
-        return "failed"
-    return state
+    pid = status.get("pid")
+    if state not in ACTIVE_STATES or not pid:
+        return state
+    started_at = process_started_at(pid)
+    recycled = started_at is not None and started_at > status.get("updated_at", started_at) + PID_CLOCK_SLACK_S
+    return "failed" if recycled or not pid_alive(pid) else state
 
 
 @dataclass
@@ -327,6 +358,8 @@ def list_runs(runs_root: str | Path | None = None) -> list[RunSummary]:
 
 def delete_run(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir} is not a run directory (no config.yaml); nothing was deleted")
     status = read_status(run_dir)
     if effective_state(status) in ACTIVE_STATES:
         raise RuntimeError(f"run {run_dir.name} is still {status.get('state')}; stop it before deleting")
