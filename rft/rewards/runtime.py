@@ -25,7 +25,7 @@ from rft.rewards.analysis import (
     parse_reward_code,
 )
 from rft.rewards.process import DEFAULT_MEMORY_LIMIT_MB, WorkerLost, WorkerProcess
-from rft.rewards.worker import CallOutcome, CallRequest
+from rft.rewards.worker import OUTPUT_LIMIT_CHARS, BoundedOutput, CallOutcome, CallRequest
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -125,13 +125,16 @@ class RewardRuntime:
 
     def _score_per_sample(self, info: RewardFunctionInfo, prompts: list[str], completions: list[str],
                           examples: list[dict]) -> CallOutcome:
-        scores, problems, outputs = [], [], []
+        scores, problems = [], []
+        # Each call's prints are bounded in the worker; this bounds them per batch too, or a print in
+        # every call would still write batch-size times the limit to the logs each step.
+        output = BoundedOutput(OUTPUT_LIMIT_CHARS)
         for index, (prompt, completion, example) in enumerate(zip(prompts, completions, examples, strict=True)):
             outcome = self._call(CallRequest(info.name, (prompt, completion, example), {}, None))
             scores += outcome.scores
             problems += [f"completion {index}: {problem}" if problem else None for problem in outcome.problems]
-            outputs.append(outcome.output)
-        return CallOutcome(scores, problems, "".join(outputs))
+            output.write(outcome.output)
+        return CallOutcome(scores, problems, output.text())
 
     def _score_batched(self, info: RewardFunctionInfo, prompts: list[str], completions: list[str],
                        examples: list[dict]) -> CallOutcome:
