@@ -223,6 +223,11 @@ def read_rollouts(run_dir: str | Path, step: int | None = None) -> dict | None:
     return next((r for r in reversed(records) if r.get("step") == step), None)
 
 
+def read_all_rollouts(run_dir: str | Path) -> list[dict]:
+    """Every step's rollouts, oldest first: {"step": N, "groups": [...]} per step."""
+    return _read_jsonl(Path(run_dir) / "rollouts.jsonl")
+
+
 def rollout_steps(run_dir: str | Path) -> list[int]:
     return [r["step"] for r in _read_jsonl(Path(run_dir) / "rollouts.jsonl") if "step" in r]
 
