@@ -21,6 +21,7 @@ from fault_log import record_fault, repeats
 from rft import jobs
 from rft.config import DataConfig, ModelConfig, OptimConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig
 from rft.faults import FAULT_POINT_VARIABLE, FAULT_POINTS
+from rft.grpo.trainer import train
 from rft.runs import effective_state, list_checkpoints, read_status
 
 SAVE_EVERY = 2
@@ -94,6 +95,18 @@ def prompts_file(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_config(model_dir: Path, prompts_file: Path, max_steps: int) -> RunConfig:
+    return RunConfig(
+        name="faults",
+        model=ModelConfig(name_or_path=str(model_dir)),
+        data=DataConfig(preset=None, path=str(prompts_file)),
+        rewards=RewardsConfig(source=SHORT_IS_BETTER, timeout_s=5.0),
+        sampling=SamplingConfig(num_generations=4, max_completion_length=8, top_k=10),
+        optim=OptimConfig(learning_rate=1e-2),
+        schedule=ScheduleConfig(max_steps=max_steps, save_every=SAVE_EVERY),
+    )
+
+
 def wait_until_trainer_ends(run_dir: Path, kill: tuple[str, int] | None) -> None:
     if kill:
         wait_for(lambda: effective_state(read_status(run_dir)) == "failed", TRAINER_TIMEOUT_S, "the kill at %s:%d" % kill)
@@ -109,15 +122,7 @@ def test_sigkill_at_every_fault_point_resumes_from_the_last_complete_checkpoint(
         tmp_path, tiny_model_dir, prompts_file, monkeypatch):
     kills = kill_schedule(repeats())
     max_steps = repeats() * BLOCK_STEPS
-    config = RunConfig(
-        name="faults",
-        model=ModelConfig(name_or_path=str(tiny_model_dir)),
-        data=DataConfig(preset=None, path=str(prompts_file)),
-        rewards=RewardsConfig(source=SHORT_IS_BETTER, timeout_s=5.0),
-        sampling=SamplingConfig(num_generations=4, max_completion_length=8, top_k=10),
-        optim=OptimConfig(learning_rate=1e-2),
-        schedule=ScheduleConfig(max_steps=max_steps, save_every=SAVE_EVERY),
-    )
+    config = tiny_config(tiny_model_dir, prompts_file, max_steps)
     mark = uuid.uuid4().hex
     monkeypatch.setenv(WORKER_MARK_VARIABLE, mark)
     tried, survived, lost = Counter(), Counter(), Counter()
@@ -166,3 +171,14 @@ def test_sigkill_at_every_fault_point_resumes_from_the_last_complete_checkpoint(
         for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.pt"):
             assert (run_dir / "checkpoints" / f"step-{step}" / name).is_file()
     assert not list((run_dir / "checkpoints").glob(".tmp-*")), "a half-written checkpoint was left behind"
+
+
+def test_a_fresh_start_in_a_used_run_directory_drops_the_old_checkpoints(tmp_path, tiny_model_dir, prompts_file):
+    """Otherwise a later resume would load the old run's last checkpoint and skip steps of the new one."""
+    run_dir = train(tiny_config(tiny_model_dir, prompts_file, max_steps=4), tmp_path / "run", progress=False)
+    assert list_checkpoints(run_dir) == [2, 4]
+    train(tiny_config(tiny_model_dir, prompts_file, max_steps=1), run_dir, progress=False)
+    kept_only_new = list_checkpoints(run_dir) == [1]
+    record_fault("fresh start in a used run directory", 1, int(kept_only_new), record_problems(run_dir, through_step=1))
+    assert kept_only_new, list_checkpoints(run_dir)
+    assert record_problems(run_dir, through_step=1) == 0
