@@ -12,7 +12,7 @@ APP_STAMP := $(VENV)/.app-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test setup bench clean-venv
+.PHONY: run test setup bench faults clean-venv
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ run: $(APP_STAMP)
 
 test: $(TEST_STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The fault suite with repeated SIGKILLs, then its table: fault, times tried, survived, data lost.
+faults: $(TEST_STAMP)
+	$(PYTHON) scripts/fault_report.py $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
