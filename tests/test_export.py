@@ -1,0 +1,84 @@
+"""Export: an exported adapter (and merged model) gives the same logits as the checkpoint it came from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rft.export import ExportError, export_for_dashboard
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def logits_of(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer("Say something short, number 3.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def base_model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run_dir):
+    return export_for_dashboard(tiny_run_dir.parent, tiny_run_dir.name, step=2, merged=True)
+
+
+def test_the_export_is_a_peft_adapter_with_a_readme_in_the_exports_folder(tiny_run_dir, tiny_model_dir, exported):
+    folder = exported["adapter_dir"]
+    assert folder == tiny_run_dir.parent / "exports" / f"{tiny_run_dir.name}-step-2" and exported["step"] == 2
+    readme = (folder / "README.md").read_text()
+    assert str(tiny_model_dir) in readme and "## Training configuration" in readme and "shorter_is_better" in readme
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        names = set(archive.namelist())
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "merged/config.json",
+            "merged/model.safetensors", "merged/tokenizer.json"} <= names
+
+
+def test_the_exported_adapter_gives_the_checkpoints_logits(tiny_run_dir, tiny_model_dir, exported):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    from_checkpoint = PeftModel.from_pretrained(base_model(tiny_model_dir), tiny_run_dir / "checkpoints" / "step-2")
+    from_export = PeftModel.from_pretrained(base_model(tiny_model_dir), exported["adapter_dir"])
+    expected = logits_of(from_checkpoint, tokenizer)
+    assert torch.equal(logits_of(from_export, tokenizer), expected)
+    assert not torch.allclose(logits_of(base_model(tiny_model_dir), tokenizer), expected, atol=1e-4)  # it learned
+
+    merged = AutoModelForCausalLM.from_pretrained(exported["merged_dir"])
+    merged_tokenizer = AutoTokenizer.from_pretrained(exported["merged_dir"])
+    assert torch.allclose(logits_of(merged, merged_tokenizer), expected, atol=1e-4)
+
+
+def test_a_second_export_replaces_the_first(tiny_run_dir, exported):
+    again = export_for_dashboard(tiny_run_dir.parent, tiny_run_dir.name, step=2)
+    assert again["adapter_dir"] == exported["adapter_dir"]
+    assert not (again["adapter_dir"] / "merged").exists()
+    with zipfile.ZipFile(again["zip"]) as archive:
+        assert not any(name.startswith("merged/") for name in archive.namelist())
+
+
+@pytest.mark.parametrize("run_id, step, message", [("../outside", 1, "not a valid run id"),
+                                                   ("no-such-run", 1, "does not exist"),
+                                                   (None, 7, r"no checkpoint at step 7 \(available: 1, 2, 3\)")])
+def test_bad_requests_are_refused(tiny_run_dir, run_id, step, message):
+    with pytest.raises(ExportError, match=message):
+        export_for_dashboard(tiny_run_dir.parent, run_id or tiny_run_dir.name, step)
+
+
+def test_the_cli_exports_the_latest_checkpoint(tiny_run_dir, tmp_path):
+    out = tmp_path / "my-adapter"
+    result = subprocess.run([sys.executable, "-m", "rft", "export", str(tiny_run_dir), "--out", str(out)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "step: 3" in result.stdout
+    assert (out / "adapter_model.safetensors").is_file() and (tmp_path / "my-adapter.zip").is_file()
+    missing = subprocess.run([sys.executable, "-m", "rft", "export", str(tiny_run_dir), "--step", "9", "--out",
+                              str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no checkpoint at step 9" in missing.stderr
