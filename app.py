@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RFT_RUNS_DIR"] = str(runs_dir)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+    from rft.export import exports_root
     from ui.app import build_app, launch
 
-    launch(build_app(runs_dir), args.host, args.port, auth)
+    launch(build_app(runs_dir), args.host, args.port, auth, allowed_paths=[exports_root(runs_dir)])
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ui import monitor_tab, rollouts_tab, runs_tab, train_tab
+from ui import compare_tab, export_tab, inspect_tab, monitor_tab, play_tab, rollouts_tab, runs_tab, train_tab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "dashboard.css"
@@ -30,6 +30,10 @@ TABS: list[TabSpec] = [
     TabSpec("Monitor", "monitor", monitor_tab.build),
     TabSpec("Rollouts", "rollouts", rollouts_tab.build),
     TabSpec("Runs", "runs", runs_tab.build),
+    TabSpec("Compare", "compare", compare_tab.build),
+    TabSpec("Play Wordle", "play", play_tab.build),
+    TabSpec("Inspect", "inspect", inspect_tab.build),
+    TabSpec("Export", "export", export_tab.build),
 ]
 
 
@@ -74,12 +78,14 @@ def connect_tabs(built: dict, tabs: gr.Tabs, tab_items: dict) -> None:
                             runs.selected, [*monitor.show_run_outputs, tabs])
     runs.open_rollouts.click(lambda run_id: (*rollouts.show_run(run_id), gr.Tabs(selected="rollouts")),
                              runs.selected, [*rollouts.show_run_outputs, tabs])
-    # Runs started from the CLI appear when a tab that lists runs is opened.
-    for tab_id in ("monitor", "rollouts", "runs"):
+    # Runs started from the CLI, and new checkpoints, appear when a tab that lists them is opened.
+    for tab_id in ("monitor", "rollouts", "runs", "compare", "play", "inspect", "export"):
         tab_items[tab_id].select(*built[tab_id].on_load)
 
 
-def launch(demo: gr.Blocks, host: str, port: int, auth: tuple[str, str] | list | None) -> None:
+def launch(demo: gr.Blocks, host: str, port: int, auth: tuple[str, str] | list | None,
+           allowed_paths: list[Path] = ()) -> None:
+    """`allowed_paths`: folders whose files the browser may download (the Export tab's exports)."""
     demo.queue(default_concurrency_limit=4)
     demo.launch(
         server_name=host,
@@ -90,4 +96,5 @@ def launch(demo: gr.Blocks, host: str, port: int, auth: tuple[str, str] | list |
         css_paths=[CSS_PATH],
         show_error=True,
         footer_links=[],
+        allowed_paths=[str(path) for path in allowed_paths],
     )
