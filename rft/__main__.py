@@ -62,13 +62,16 @@ def _export(args) -> int:
     return 0
 
 
-def _eval(args, rest: list[str]) -> int:
-    if args.task != "wordle":
-        print(f"unknown evaluation task {args.task!r}; available: wordle", file=sys.stderr)
-        return 2
-    from rft.wordle.evaluate import main as wordle_eval
+EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate"}
 
-    return wordle_eval(rest)
+
+def _eval(args, rest: list[str]) -> int:
+    if args.task not in EVAL_TASKS:
+        print(f"unknown evaluation task {args.task!r}; available: {', '.join(EVAL_TASKS)}", file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(EVAL_TASKS[args.task]).main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--merged", action="store_true", help="also write the merged full model")
     export.set_defaults(handler=_export)
 
-    evaluate = commands.add_parser("eval", help="evaluate a model on a task (see: python -m rft eval wordle -h)", add_help=False)
+    evaluate = commands.add_parser("eval", help="evaluate a model on a task: wordle or arithmetic (see: python -m rft eval wordle -h)", add_help=False)
     evaluate.add_argument("task")
     evaluate.set_defaults(handler=None)
     return parser

@@ -34,7 +34,13 @@ def _wordle_rows() -> list[dict]:
     return training_rows()
 
 
-PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows}
+def _arithmetic_rows() -> list[dict]:
+    from rft.arithmetic.problems import training_rows
+
+    return training_rows()
+
+
+PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "arithmetic": _arithmetic_rows}
 
 
 def preset_names() -> list[str]:

@@ -7,6 +7,8 @@ runs/<run-id>/
     rollouts.jsonl     one JSON object per step: {"step": N, "groups": [...]}
     logs.txt           trainer output and reward-function prints, tagged with the step
     checkpoints/step-<N>/   PEFT adapter + trainer state, written to a temp dir and renamed
+    sft_metrics.jsonl  with an SFT warm start: one JSON object per supervised step
+    checkpoints/sft/   with an SFT warm start: the adapter GRPO starts from (and its KL reference)
     stop               present when a graceful stop was requested
 
 `RunWriter` is the trainer side; the module-level readers are the UI / CLI side. Every write is
@@ -31,6 +33,8 @@ from rft.config import RunConfig
 
 STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("queued", "running", "stopping")
+SFT_ADAPTER_DIR = "sft"
+SFT_METRICS_FILE = "sft_metrics.jsonl"
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PID_CLOCK_SLACK_S = 2.0  # /proc's boot time has 1 s resolution
@@ -120,6 +124,21 @@ class RunWriter:
 
     def append_rollouts(self, step: int, groups: list[dict]) -> None:
         self._append_line("rollouts.jsonl", {"step": step, "groups": groups})
+
+    def append_sft_metrics(self, row: dict) -> None:
+        self._append_line(SFT_METRICS_FILE, row)
+
+    def commit_sft_adapter(self, staging: Path) -> Path:
+        """Rename a fully written warm-start adapter into place, so a crash never leaves half of one."""
+        final = self.checkpoints_dir / SFT_ADAPTER_DIR
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        return final
+
+    def discard_warm_start(self) -> None:
+        """Before a fresh start: a warm start left by an earlier attempt in this directory is stale."""
+        shutil.rmtree(self.checkpoints_dir / SFT_ADAPTER_DIR, ignore_errors=True)
+        (self.run_dir / SFT_METRICS_FILE).unlink(missing_ok=True)
 
     def log(self, text: str, step: int | None = None) -> None:
         tag = f"[step {step}] " if step is not None else ""
@@ -226,6 +245,20 @@ def read_rollouts(run_dir: str | Path, step: int | None = None) -> dict | None:
 def read_all_rollouts(run_dir: str | Path) -> list[dict]:
     """Every step's rollouts, oldest first: {"step": N, "groups": [...]} per step."""
     return _read_jsonl(Path(run_dir) / "rollouts.jsonl")
+
+
+def read_sft_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """The SFT warm start's rows (step, loss, learning_rate, tokens, ...), indexed by step; empty without one."""
+    frame = pd.DataFrame.from_records(_read_jsonl(Path(run_dir) / SFT_METRICS_FILE))
+    if not frame.empty and "step" in frame:
+        frame = frame.drop_duplicates("step", keep="last").set_index("step", drop=False).sort_index()
+    return frame
+
+
+def sft_adapter_path(run_dir: str | Path) -> Path | None:
+    """The warm-started adapter of a run, or None when it has none (yet)."""
+    folder = Path(run_dir) / "checkpoints" / SFT_ADAPTER_DIR
+    return folder if (folder / "adapter_model.safetensors").is_file() else None
 
 
 def rollout_steps(run_dir: str | Path) -> list[int]:

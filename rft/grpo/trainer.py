@@ -21,13 +21,13 @@ import torch
 from tqdm import tqdm
 
 from rft import data as datasets
-from rft import models
+from rft import models, sft
 from rft.config import RunConfig
 from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
 from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
 from rft.rewards import RewardRuntime
-from rft.runs import RunWriter, checkpoint_path, read_status
+from rft.runs import RunWriter, checkpoint_path, read_status, sft_adapter_path
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 
@@ -83,8 +83,9 @@ class Trainer:
         cfg = self.config
         seed_everything(cfg.schedule.seed)
         self.tokenizer = models.load_tokenizer(cfg.model.name_or_path)
+        adapter = self._warm_start() or cfg.model.adapter
         base = models.load_base_model(cfg.model)
-        self.model = models.wrap_with_lora(base, cfg.lora, cfg.model.adapter)
+        self.model = models.wrap_with_lora(base, cfg.lora, adapter)
         self.device = next(self.model.parameters()).device
         trainable, total = models.parameter_counts(self.model)
         self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({base.dtype}); "
@@ -101,6 +102,19 @@ class Trainer:
         self.scheduler = get_scheduler(
             cfg.optim.lr_scheduler, self.optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=self.max_steps
         )
+
+    def _warm_start(self) -> Path | None:
+        """With sft.enabled, the warm-started adapter GRPO continues from: made now, or on a resume
+        the one made before (never made twice, so the KL reference stays the same)."""
+        if not self.config.sft.enabled:
+            return None
+        existing = sft_adapter_path(self.run_dir)
+        if existing is not None:
+            self.writer.log(f"sft: continuing from the warm start in {existing.relative_to(self.run_dir)}")
+            return existing
+        self.writer.set_status("running", phase="sft")
+        return sft.run_sft(self.config, self.tokenizer, self.writer,
+                           on_step=lambda step, steps: self.writer.set_status("running", sft_step=step, sft_steps=steps))
 
     def _prepare_prompts(self) -> list[PromptRecord]:
         """Every usable row as chat messages + rendered text; over-long prompts are reported and left out."""
@@ -347,13 +361,15 @@ class Trainer:
         self.writer.clear_stop_request()
         self.writer.set_status("running", pid=os.getpid(), error=None, phase="loading model")
         try:
+            if not resume:
+                self.writer.discard_warm_start()
             self.setup()
             start = self.restore_checkpoint() if resume else 0
             if not resume:
                 self.writer.truncate_after(0)
             self.writer.set_status("running", step=start, max_steps=self.max_steps, phase="training")
             self._loop(start, progress)
-        except StopTraining:
+        except (StopTraining, sft.StopRequested):
             self.writer.set_status("stopped", phase=None)
         except Exception as exc:
             self.writer.log(traceback.format_exc())

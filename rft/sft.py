@@ -1,0 +1,223 @@
+"""The SFT warm start: supervised fine-tuning of the LoRA adapter on worked demonstrations.
+
+GRPO learns only from differences between the completions it samples; a small model that never
+writes a well-formed answer gives it nothing to compare. A few minutes of supervised training
+on demonstrations in the task's exact format fixes that, and GRPO then continues from the
+warm-started adapter (which is also its KL reference).
+
+A demonstration is the completion for one dataset row: built-in presets have a generator
+(`DEMONSTRATIONS`), a dataset file supplies a `completion` column. The loss covers only the
+demonstration's tokens (and the end-of-turn token after it), never the prompt's.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rft import data as datasets
+from rft import models
+from rft.config import DataConfig, RunConfig
+from rft.runs import RunWriter
+
+IGNORED_LABEL = -100  # positions the loss skips (the model's convention)
+COMPLETION_COLUMN = "completion"
+
+
+class StopRequested(Exception):
+    """A graceful stop was requested during the warm start; nothing of it is kept."""
+
+
+def _wordle_demonstration(row: dict) -> str:
+    from rft.wordle.demonstrations import demonstration_for_row
+
+    return demonstration_for_row(row)
+
+
+def _arithmetic_demonstration(row: dict) -> str:
+    from rft.arithmetic.problems import demonstration_for_row
+
+    return demonstration_for_row(row)
+
+
+DEMONSTRATIONS: dict[str, Callable[[dict], str]] = {
+    "wordle": _wordle_demonstration,
+    "arithmetic": _arithmetic_demonstration,
+}
+
+
+def demonstration_source(data: DataConfig, rows: list[dict]) -> Callable[[dict], str]:
+    """How to get the demonstration of a row for this dataset; DatasetError when there is none."""
+    if data.path:
+        if rows and all(isinstance(row.get(COMPLETION_COLUMN), str) for row in rows):
+            return lambda row: row[COMPLETION_COLUMN]
+        raise datasets.DatasetError(
+            f"sft: the SFT warm start needs a demonstration per row; add a {COMPLETION_COLUMN!r} column "
+            "(the text the model should write after the prompt) to the dataset file, or turn SFT off."
+        )
+    if data.preset not in DEMONSTRATIONS:
+        raise datasets.DatasetError(
+            f"sft: preset {data.preset!r} has no demonstrations; SFT works with {', '.join(DEMONSTRATIONS)} "
+            f"or a dataset file with a {COMPLETION_COLUMN!r} column."
+        )
+    return DEMONSTRATIONS[data.preset]
+
+
+@dataclass
+class Example:
+    input_ids: list[int]  # prompt, then demonstration, then the end-of-turn token
+    prompt_length: int  # the first tokens, which the loss skips
+
+
+def build_examples(config: RunConfig, tokenizer, writer: RunWriter) -> list[Example]:
+    """One example per dataset row (the first `sft.examples` rows), over-long ones left out and logged.
+
+    The prompt and the demonstration are tokenised apart, as generation sees them: the prompt
+    alone, then the tokens the model writes after it.
+    """
+    rows = datasets.load_rows(config.data)[: config.sft.examples]
+    demonstrate = demonstration_source(config.data, rows)
+    examples, too_long = [], 0
+    for row in rows:
+        prompt = datasets.render_prompt(tokenizer, datasets.to_messages(row, config.data))
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        completion_ids = tokenizer(demonstrate(row), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        if len(prompt_ids) + len(completion_ids) > config.sft.max_length:
+            too_long += 1
+            continue
+        examples.append(Example(prompt_ids + completion_ids, len(prompt_ids)))
+    if too_long:
+        writer.log(f"sft: {too_long} example(s) longer than sft.max_length={config.sft.max_length} tokens left out")
+    if not examples:
+        raise datasets.DatasetError(f"sft: every example is longer than sft.max_length={config.sft.max_length} tokens; "
+                                    "raise the limit")
+    writer.log(f"sft: {len(examples)} demonstrations")
+    return examples
+
+
+def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask, and labels that are the ids on demonstration tokens only."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORED_LABEL, dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        ids = torch.tensor(example.input_ids, dtype=torch.long)
+        input_ids[row, :length] = ids
+        attention_mask[row, :length] = 1
+        labels[row, example.prompt_length:length] = ids[example.prompt_length:]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def shared_prefix_length(examples: list[Example]) -> int:
+    """Leading tokens every example has in common, stopping before any example's last prompt token.
+
+    Prompts of one task share their instructions (the Wordle system prompt is ~330 tokens of a
+    ~480-token prompt); computed once per batch instead of once per example, they cost a
+    fraction of the forward and backward passes. Stopping inside the prompts keeps every
+    demonstration token's prediction in the per-example part.
+    """
+    first = examples[0].input_ids
+    limit = min(e.prompt_length for e in examples) - 1
+    length = 0
+    while length < limit and all(e.input_ids[length] == first[length] for e in examples):
+        length += 1
+    return length
+
+
+def batch_loss(model, examples: list[Example], pad_token_id: int) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the demonstration tokens of a batch, and how many tokens that is.
+
+    The shared prefix runs once and its KV cache is repeated for every example (gradients flow
+    back through the repeat to the single prefix computation); the rest runs right-padded.
+    """
+    device = next(model.parameters()).device
+    shared = shared_prefix_length(examples)
+    cache = None
+    if shared:
+        prefix = torch.tensor([examples[0].input_ids[:shared]], device=device)
+        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(len(examples))
+    rest = collate([Example(e.input_ids[shared:], e.prompt_length - shared) for e in examples], pad_token_id)
+    rest = {k: v.to(device) for k, v in rest.items()}
+    rows, width = rest["input_ids"].shape
+    attention_mask = torch.cat([torch.ones(rows, shared, dtype=torch.long, device=device), rest["attention_mask"]], dim=1)
+    positions = shared + torch.arange(width, device=device).expand(rows, -1)
+    logits = model(input_ids=rest["input_ids"], attention_mask=attention_mask, position_ids=positions,
+                   past_key_values=cache, use_cache=cache is not None).logits
+    # The logits at position t predict the token at t + 1.
+    labels = rest["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORED_LABEL)
+    return loss, int((labels != IGNORED_LABEL).sum())
+
+
+def batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """The example indices of each step: a seeded permutation per epoch, batches running across epochs."""
+    positions = []
+    epoch = 0
+    while len(positions) < steps * batch_size:
+        positions.extend(np.random.default_rng([seed, epoch]).permutation(count).tolist())
+        epoch += 1
+    return [positions[step * batch_size:(step + 1) * batch_size] for step in range(steps)]
+
+
+def run_sft(config: RunConfig, tokenizer, writer: RunWriter, on_step: Callable[[int, int], None] | None = None) -> Path:
+    """Train the run's LoRA adapter on demonstrations; save it to checkpoints/sft and return that folder.
+
+    Rows go to sft_metrics.jsonl as steps end. `on_step(step, steps)` reports progress. A stop
+    request ends the stage between steps with StopRequested; a resume then starts it again.
+    """
+    sft = config.sft
+    started_at = time.time()
+    writer.discard_warm_start()  # an interrupted earlier attempt's rows: this one starts over
+    examples = build_examples(config, tokenizer, writer)
+    model = models.wrap_with_lora(models.load_base_model(config.model), config.lora, config.model.adapter)
+    steps = max(1, math.ceil(sft.epochs * len(examples) / sft.batch_size))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=sft.learning_rate, weight_decay=config.optim.weight_decay)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=steps)
+    writer.log(f"sft: {steps} steps of {sft.batch_size} demonstrations, learning rate {sft.learning_rate:g}")
+    model.train()
+    for step, indices in enumerate(batch_order(len(examples), sft.batch_size, steps, config.schedule.seed), start=1):
+        if writer.stop_requested():
+            raise StopRequested()
+        step_started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss, tokens = batch_loss(model, [examples[i] for i in indices], tokenizer.pad_token_id)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm)
+        optimizer.step()
+        learning_rate = scheduler.get_last_lr()[0]
+        scheduler.step()
+        writer.append_sft_metrics({
+            "step": step,
+            "epoch": step * sft.batch_size / len(examples),
+            "loss": loss.item(),
+            "learning_rate": learning_rate,
+            "grad_norm": float(grad_norm),
+            "tokens": tokens,
+            "time/step": time.perf_counter() - step_started,
+            "elapsed_s": time.time() - started_at,
+        })
+        if on_step is not None:
+            on_step(step, steps)
+    staging = writer.checkpoints_dir / ".tmp-sft"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, selected_adapters=["default"])
+    folder = writer.commit_sft_adapter(staging)
+    writer.log(f"sft: warm start saved to {folder.relative_to(writer.run_dir)} after {time.time() - started_at:.0f} s")
+    del model, optimizer
+    gc.collect()
+    return folder
