@@ -10,8 +10,10 @@ import pytest
 from rft.compare import (
     CompareError,
     GenerationSettings,
+    SideResult,
     compare_policies,
     dataset_prompts,
+    generate,
     prompts_across_steps,
     rollouts_at_step,
     typed_prompt,
@@ -76,11 +78,11 @@ def test_same_seed_same_policy_gives_the_same_completions_scored_by_the_runs_rew
 
 def test_another_seed_changes_the_samples(tiny_run_dir, cache):
     config = read_config(tiny_run_dir)
-    prompt = typed_prompt("Tell me a story.", config)
-    base = base_policy(tiny_run_dir)
-    runs = [compare_policies(cache, [base], prompt, config, GenerationSettings.from_run(config, num_completions=4, seed=s))[0]
-            for s in (1, 2)]
-    assert runs[0].completions != runs[1].completions
+    model, tokenizer = cache.load(base_policy(tiny_run_dir))
+    messages = typed_prompt("Tell me a story.", config).messages
+    samples = [generate(model, tokenizer, messages, GenerationSettings.from_run(config, num_completions=4, seed=seed))
+               for seed in (1, 1, 2)]
+    assert samples[0] == samples[1] != samples[2]
 
 
 def test_bad_settings_and_empty_prompts_are_refused(tiny_run_dir, cache):
@@ -105,3 +107,13 @@ def test_the_same_prompt_at_two_steps_comes_from_the_rollouts(tiny_run_dir):
     assert first.title == "step 1" and not math.isnan(first.mean_total)
     with pytest.raises(CompareError, match="not rolled out at step 2"):
         rollouts_at_step(tiny_run_dir, 2, stored[0].text)
+
+
+def test_a_side_names_the_scores_it_lost():
+    from ui.compare_tab import side_summary
+
+    side = SideResult("base model (m)", ["a", "b"], {"format": [1.0, math.nan]}, [1.0, 0.0],
+                      ["", "format: KeyError: 'secret'"])
+    text = side_summary(side)
+    assert "mean total <b>0.500</b>" in text and "format 1.000" in text
+    assert "1 completion(s) lost a score: format: KeyError: &#x27;secret&#x27;" in text

@@ -12,6 +12,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rft.__main__ import main as cli_main
 from rft.export import ExportError, export_for_dashboard
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,8 @@ def test_the_cli_exports_the_latest_checkpoint(tiny_run_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "step: 3" in result.stdout
     assert (out / "adapter_model.safetensors").is_file() and (tmp_path / "my-adapter.zip").is_file()
-    missing = subprocess.run([sys.executable, "-m", "rft", "export", str(tiny_run_dir), "--step", "9", "--out",
-                              str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "no checkpoint at step 9" in missing.stderr
+
+
+def test_the_cli_names_a_missing_checkpoint(tiny_run_dir, tmp_path, capsys):
+    assert cli_main(["export", str(tiny_run_dir), "--step", "9", "--out", str(tmp_path / "out")]) == 2
+    assert "no checkpoint at step 9 (available: 1, 2, 3)" in capsys.readouterr().err

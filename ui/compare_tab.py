@@ -188,8 +188,11 @@ def side_summary(result: SideResult) -> str:
     for name, values in result.scores.items():
         present = [value for value in values if not math.isnan(value)]
         means.append(f"{html.escape(name)} {sum(present) / len(present):.3f}" if present else f"{html.escape(name)} -")
+    failed = [problem for problem in result.problems if problem]
+    errors = (f'<div class="side-errors">{len(failed)} completion(s) lost a score: {html.escape(failed[0])}</div>'
+              if failed else "")
     return (f'<div class="side-title">{html.escape(result.title)}</div>'
-            f'<div class="side-mean">mean total <b>{result.mean_total:.3f}</b> · {" · ".join(means)}</div>')
+            f'<div class="side-mean">mean total <b>{result.mean_total:.3f}</b> · {" · ".join(means)}</div>{errors}')
 
 
 def side_table(result: SideResult) -> pd.DataFrame:

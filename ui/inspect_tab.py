@@ -83,8 +83,8 @@ def build(runs_root: Path) -> InspectTab:
             yield notice("Choose a run, a step and a completion.", "warn"), "", None, None, None
             return
         yield notice("Scoring the tokens under the sampling, updated and reference policies…"), "", None, None, None
-        group, sample = (int(part) for part in picked.split(":"))
         try:
+            group, sample = (int(part) for part in picked.split(":"))
             report = inspect_completion(LOADED_POLICIES, run_dir, int(step_value), group, sample)
             beta = read_config(run_dir).grpo.beta
         except (InspectError, ConfigError, *POLICY_FAILURES) as exc:
