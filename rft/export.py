@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from rft.runs import checkpoint_path, folder_inside, list_checkpoints, read_config, run_dir_for
+from rft.runs import checkpoint_path, list_checkpoints, read_config, run_dir_for
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 EXPORTS_DIR = "exports"  # under the runs directory: where the dashboard writes exports
@@ -13,14 +13,6 @@ EXPORTS_DIR = "exports"  # under the runs directory: where the dashboard writes 
 
 class ExportError(RuntimeError):
     pass
-
-
-def export_dir_for(exports_root: str | Path, name: str) -> Path:
-    """Where the dashboard exports under a name the user typed: always a folder directly in exports_root."""
-    try:
-        return folder_inside(exports_root, name, "export name")
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
 
 
 def _model_card(run_dir: Path, step: int) -> str:

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from rft import data, jobs, models
 from rft.__main__ import main as cli_main
 from rft.config import ConfigError, DataConfig, ModelConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig
-from rft.export import ExportError, export_dir_for
+from rft.export import ExportError, export_for_dashboard
 from rft.grpo.trainer import train
 from rft.runs import delete_run, effective_state, new_run_id, read_status, run_dir_for
 
@@ -285,26 +285,27 @@ def test_a_tampered_trainer_state_is_refused_on_resume_without_running_it(tmp_pa
 ESCAPING_NAMES = ["..", ".", "../outside", "a/../../outside", "/etc", "x/y", "name\n", "", ".hidden", "a\x00b"]
 
 
-def test_run_ids_and_export_names_cannot_leave_their_directory(tmp_path):
+def test_run_ids_cannot_lead_a_run_or_an_export_outside_the_runs_root(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    refused = 0
-    for name in ESCAPING_NAMES:
-        for resolve in (run_dir_for, export_dir_for):
-            try:
-                resolve(root, name)
-            except (ValueError, ExportError):
-                refused += 1
     (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.yaml").write_text(RunConfig().to_yaml())
     (root / "link").symlink_to(tmp_path / "elsewhere")
-    for resolve in (run_dir_for, export_dir_for):
-        with pytest.raises((ValueError, ExportError), match="outside"):
-            resolve(root, "link")
-        refused += 1
-    record_fault("path traversal: run ids and export names", 2 * len(ESCAPING_NAMES) + 2, refused, 0)
-    assert refused == 2 * len(ESCAPING_NAMES) + 2
+    refused = 0
+    for name in ESCAPING_NAMES + ["link"]:
+        try:
+            run_dir_for(root, name)
+        except ValueError:
+            refused += 1
+        try:
+            export_for_dashboard(root, name)
+        except ExportError as exc:
+            refused += "not a valid run id" in str(exc) or "leads outside" in str(exc)
+    tried = 2 * (len(ESCAPING_NAMES) + 1)
+    record_fault("path traversal: run ids (runs and exports)", tried, refused, 0)
+    assert refused == tried
     assert run_dir_for(root, "20250101-run") == root / "20250101-run"
-    assert export_dir_for(root, "my-adapter.v2") == root / "my-adapter.v2"
+    assert not (tmp_path / "exports").exists() and not list((tmp_path / "elsewhere").glob("*step*"))
 
 
 def test_any_run_name_becomes_a_run_directory_inside_the_runs_root(tmp_path):
