@@ -232,14 +232,58 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return frame
 
 
+_STEP_PREFIX = re.compile(rb'^\{"step": (\d+)')
+
+
+@dataclass
+class _StepIndex:
+    """Byte offset of each step's line in a rollouts file, extended as the file grows, so the
+    Rollouts tab reads one line instead of parsing every step of a long run on each refresh."""
+
+    inode: int
+    scanned: int
+    offsets: dict[int, int]
+
+
+_STEP_INDEXES: dict[Path, _StepIndex] = {}
+
+
+def _rollout_offsets(path: Path) -> dict[int, int]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        _STEP_INDEXES.pop(path, None)
+        return {}
+    index = _STEP_INDEXES.get(path)
+    if index is None or index.inode != stat.st_ino or stat.st_size < index.scanned:
+        index = _STEP_INDEXES[path] = _StepIndex(stat.st_ino, 0, {})  # new or rewritten by a resume
+    with open(path, "rb") as f:
+        f.seek(index.scanned)
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            match = _STEP_PREFIX.match(line)
+            if match:
+                index.offsets[int(match.group(1))] = index.scanned
+            index.scanned += len(line)
+    return index.offsets
+
+
 def read_rollouts(run_dir: str | Path, step: int | None = None) -> dict | None:
     """The rollouts of `step` (the latest when None), or None when there are none yet."""
-    records = _read_jsonl(Path(run_dir) / "rollouts.jsonl")
-    if not records:
+    path = Path(run_dir) / "rollouts.jsonl"
+    offsets = _rollout_offsets(path)
+    if not offsets:
         return None
-    if step is None:
-        return records[-1]
-    return next((r for r in reversed(records) if r.get("step") == step), None)
+    offset = offsets[max(offsets)] if step is None else offsets.get(step)
+    if offset is None:
+        return None
+    with open(path, "rb") as f:
+        f.seek(offset)
+        try:
+            return json.loads(f.readline().decode("utf-8", errors="replace"))
+        except json.JSONDecodeError:
+            return None
 
 
 def read_all_rollouts(run_dir: str | Path) -> list[dict]:
@@ -262,7 +306,7 @@ def sft_adapter_path(run_dir: str | Path) -> Path | None:
 
 
 def rollout_steps(run_dir: str | Path) -> list[int]:
-    return [r["step"] for r in _read_jsonl(Path(run_dir) / "rollouts.jsonl") if "step" in r]
+    return sorted(_rollout_offsets(Path(run_dir) / "rollouts.jsonl"))
 
 
 def tail_logs(run_dir: str | Path, max_lines: int = 200) -> str:
