@@ -12,6 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from rft.data import MAX_DATASET_BYTES
+
 from ui import compare_tab, export_tab, inspect_tab, monitor_tab, play_tab, rollouts_tab, runs_tab, train_tab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -97,4 +99,5 @@ def launch(demo: gr.Blocks, host: str, port: int, auth: tuple[str, str] | list |
         show_error=True,
         footer_links=[],
         allowed_paths=[str(path) for path in allowed_paths],
+        max_file_size=MAX_DATASET_BYTES,  # uploads are datasets; the engine refuses larger ones anyway
     )
