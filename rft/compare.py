@@ -139,23 +139,18 @@ def score(runtime: RewardRuntime, prompt_text: str, completions: list[str], exam
 
 
 def compare_policies(cache: PolicyCache, policies: list[Policy], prompt: PromptChoice, config: RunConfig,
-                     settings: GenerationSettings, on_side_done=None) -> list[SideResult]:
-    """Each policy's completions for `prompt`, scored with `config`'s reward functions.
-
-    `on_side_done(index, result)` is called after each side, for progress.
-    """
+                     settings: GenerationSettings) -> list[SideResult]:
+    """Each policy's completions for `prompt`, scored with `config`'s reward functions."""
     problems = settings.problems()
     if problems:
         raise CompareError("; ".join(problems))
     results = []
     with RewardRuntime(config.rewards.source, config.rewards.weights, config.rewards.timeout_s) as runtime:
-        for index, policy in enumerate(policies):
+        for policy in policies:
             model, tokenizer = cache.load(policy)
             completions = generate(model, tokenizer, prompt.messages, settings)
             prompt_text = datasets.render_prompt(tokenizer, prompt.messages)
             results.append(score(runtime, prompt_text, completions, prompt.example, policy.label))
-            if on_side_done is not None:
-                on_side_done(index, results[-1])
     return results
 
 

@@ -92,6 +92,9 @@ def stored_completion(run_dir: str | Path, step: int, group: int, sample: int) -
     if not 0 <= group < len(groups):
         raise InspectError(f"step {step} has {len(groups)} group(s); there is no group {group}")
     chosen = groups[group]
+    if "prompt_text" not in chosen:
+        raise InspectError(f"step {step}'s rollouts were written without the prompt text (an older run); "
+                           "they cannot be re-scored")
     if not 0 <= sample < len(chosen["completions"]):
         raise InspectError(f"group {group} has {len(chosen['completions'])} completion(s); there is no sample {sample}")
     return {
@@ -112,9 +115,9 @@ def encode(tokenizer, model, prompt_text: str, completion: str, truncated: bool)
         completion_ids.append(eos_token_ids(model, tokenizer)[0])
     if not completion_ids:
         raise InspectError("the completion is empty: there are no tokens to inspect")
-    completion = torch.tensor([completion_ids], device=device)
-    return Rollout(prompt_ids, torch.ones_like(prompt_ids), 1, completion, torch.ones_like(completion, dtype=torch.float),
-                   [completion], torch.tensor([truncated]), 0.0)
+    completion_tensor = torch.tensor([completion_ids], device=device)
+    return Rollout(prompt_ids, torch.ones_like(prompt_ids), 1, completion_tensor,
+                   torch.ones_like(completion_tensor, dtype=torch.float), [completion], torch.tensor([truncated]), 0.0)
 
 
 @torch.no_grad()
