@@ -22,6 +22,8 @@ def _train(args) -> int:
         config = config.with_overrides(args.set)
     if args.name:
         config.name = args.name
+    if args.sft is not None:
+        config.sft.enabled = args.sft
     config.validate()
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(args.runs_root or default_runs_root(), new_run_id(config.name))
     print(f"run directory: {run_dir}", flush=True)
@@ -83,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="wordle", help="a built-in recipe when no --config is given")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. grpo.beta=0")
     train.add_argument("--name", help="the run's name")
+    train.add_argument("--sft", action=argparse.BooleanOptionalAction,
+                       help="warm start with supervised fine-tuning on demonstrations before GRPO (default: the "
+                            "config's sft.enabled; the wordle and arithmetic presets turn it on)")
     train.add_argument("--run-dir", help="the run directory (default: a new one under --runs-root)")
     train.add_argument("--runs-root", help="where new run directories go (default: ./runs or $RFT_RUNS_DIR)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

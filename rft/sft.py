@@ -151,7 +151,8 @@ def batch_loss(model, examples: list[Example], pad_token_id: int) -> tuple[torch
     rest = collate([Example(e.input_ids[shared:], e.prompt_length - shared) for e in examples], pad_token_id)
     rest = {k: v.to(device) for k, v in rest.items()}
     rows, width = rest["input_ids"].shape
-    attention_mask = torch.cat([torch.ones(rows, shared, dtype=torch.long, device=device), rest["attention_mask"]], dim=1)
+    prefix_mask = torch.ones(rows, shared, dtype=torch.long, device=device)
+    attention_mask = torch.cat([prefix_mask, rest["attention_mask"]], dim=1)
     positions = shared + torch.arange(width, device=device).expand(rows, -1)
     logits = model(input_ids=rest["input_ids"], attention_mask=attention_mask, position_ids=positions,
                    past_key_values=cache, use_cache=cache is not None).logits

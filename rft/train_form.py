@@ -94,6 +94,17 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("data.max_prompt_length", "Max prompt tokens", "Longer prompts are left out (and logged).", "int"),
         FormField("data.limit", "Use first N rows", "Empty uses the whole dataset.", "int", optional=True),
     ],
+    "SFT warm start": [
+        FormField("sft.enabled", "Warm start with SFT",
+                  "Before GRPO, train the adapter on worked demonstrations (Wordle: the solver's guesses "
+                  "explained; arithmetic: worked sums; a dataset file: its 'completion' column). GRPO then "
+                  "continues from it, with it as the KL reference. Small models learn far more this way.", "bool"),
+        FormField("sft.examples", "Demonstrations", "How many dataset rows get a demonstration.", "int"),
+        FormField("sft.epochs", "SFT epochs", "Passes over the demonstrations.", "float"),
+        FormField("sft.learning_rate", "SFT learning rate", "Higher than GRPO's: 2e-4 to 1e-3 for LoRA.", "float"),
+        FormField("sft.batch_size", "SFT batch size", "Demonstrations per optimiser step.", "int"),
+        FormField("sft.max_length", "SFT max tokens", "Prompt + demonstration; longer ones are left out.", "int"),
+    ],
 }
 
 ALL_FIELDS: list[FormField] = [f for fields in HYPERPARAMETER_GROUPS.values() for f in fields]

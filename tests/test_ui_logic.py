@@ -41,7 +41,8 @@ def test_every_form_field_names_a_real_config_field_with_help():
         form.get_path(config, field.path)  # raises AttributeError for a typo
         assert field.help and field.label
     assert len({f.element_id for f in form.ALL_FIELDS}) == len(form.ALL_FIELDS)
-    assert list(form.HYPERPARAMETER_GROUPS) == ["Sampling", "GRPO", "Optimisation", "LoRA", "Schedule"]
+    assert list(form.HYPERPARAMETER_GROUPS) == ["Sampling", "GRPO", "Optimisation", "LoRA", "Schedule",
+                                                "SFT warm start"]
 
 
 def test_form_values_become_a_config_and_empty_optional_fields_mean_off():

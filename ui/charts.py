@@ -168,6 +168,12 @@ def loss_chart(metrics: pd.DataFrame) -> go.Figure:
     return lines_chart(metrics, "Loss (near 0 by construction)", {"loss": "loss"})
 
 
+def sft_loss_chart(sft_metrics: pd.DataFrame) -> go.Figure:
+    """The SFT warm start's loss on its demonstrations, per SFT step: it should fall, then flatten."""
+    return lines_chart(sft_metrics, "SFT warm start: loss on demonstrations (per SFT step)", {"loss": "loss"},
+                       "cross-entropy")
+
+
 def clip_chart(metrics: pd.DataFrame) -> go.Figure:
     return lines_chart(metrics, "Clip ratio", {"clip_ratio/low": "low", "clip_ratio/high": "high",
                                                "clip_ratio/region": "region"})

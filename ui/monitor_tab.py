@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from rft.monitoring import change_signature, downsample, reward_function_names, run_progress
-from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status, tail_logs
+from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status, tail_logs
 from ui import charts
 from ui.common import resolve_run, run_picker_update, state_badge
 
@@ -53,6 +53,9 @@ def build(runs_root: Path) -> MonitorTab:
         with gr.Row(equal_height=True, elem_classes="chart-row"):
             for name in row:
                 plots[name] = gr.Plot(show_label=False, elem_id=f"chart-{name}", elem_classes="chart", min_width=240)
+    with gr.Row(equal_height=True, elem_classes="chart-row"):
+        # Shown only for runs with an SFT warm start.
+        plots["sft"] = gr.Plot(show_label=False, elem_id="chart-sft", elem_classes="chart", visible=False)
     logs = gr.Textbox(label="logs.txt (latest lines: trainer output, reward-function prints and errors)", lines=12,
                       max_lines=12, autoscroll=True, interactive=False, elem_id="monitor-logs",
                       elem_classes="logs")
@@ -87,6 +90,8 @@ def build(runs_root: Path) -> MonitorTab:
             "time": charts.step_time_chart(shown),
             "speed": charts.throughput_chart(shown),
         }
+        sft_metrics = read_sft_metrics(run_dir)
+        figures["sft"] = gr.Plot(charts.sft_loss_chart(downsample(sft_metrics)), visible=not sft_metrics.empty)
         return (progress_html(run_id, state, status, metrics), *[figures[name] for name in plots],
                 tail_logs(run_dir, LOG_LINES), signature, gr.Timer(active=True))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from rft import evaluation
 from rft.monitoring import downsample, runs_frame
 from rft.runs import delete_run, list_runs, read_metrics
 from ui import charts
@@ -42,6 +43,15 @@ def build(runs_root: Path) -> RunsTab:
     message = gr.HTML(elem_id="runs-message")
     compare = gr.Dropdown([], multiselect=True, label="Overlay reward curves", elem_id="runs-compare")
     overlay = gr.Plot(show_label=False, elem_id="chart-overlay")
+    gr.Markdown("### Evaluate a checkpoint\nPlays held-out Wordle games (or answers held-out arithmetic problems) "
+                "with the selected run's base model, SFT warm start or a checkpoint, greedily, and shows the same "
+                "table as `python -m rft eval`. On a CPU a Wordle game takes minutes: start with a few.")
+    with gr.Row(equal_height=True, elem_classes="toolbar"):
+        checkpoint = gr.Dropdown([], label="Checkpoint", scale=3, elem_id="eval-checkpoint")
+        count = gr.Number(evaluation.DEFAULT_COUNT, precision=0, minimum=1, maximum=200, label="Games / problems",
+                          scale=1, elem_id="eval-count")
+        run_eval = gr.Button("Evaluate", size="sm", scale=0, min_width=100, elem_id="eval-run")
+    eval_result = gr.Code(label="Evaluation", language=None, interactive=False, elem_id="eval-result")
 
     def load_table(current, compared):
         runs = list_runs(runs_root)
@@ -87,7 +97,23 @@ def build(runs_root: Path) -> RunsTab:
                 curves[run_id] = downsample(metrics[["reward"]])["reward"]
         return charts.reward_overlay_chart(curves)
 
+    def list_checkpoints_of(run_id):
+        run_dir = resolve_run(runs_root, run_id)
+        choices = evaluation.checkpoint_choices(run_dir) if run_dir else []
+        return gr.update(choices=choices, value=choices[-1] if choices else None)
+
+    def evaluate(run_id, choice, games):
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None or not choice:
+            return "Select a run and a checkpoint first."
+        try:
+            return evaluation.evaluate_checkpoint(run_dir, choice, int(games or evaluation.DEFAULT_COUNT))
+        except Exception as exc:  # a model that cannot load, a run without an evaluator: say so, keep the page
+            return f"Evaluation failed: {type(exc).__name__}: {exc}"
+
     refresh.click(load_table, [selected, compare], [table, selected, compare])
+    selected.change(list_checkpoints_of, selected, checkpoint)
+    run_eval.click(evaluate, [selected, checkpoint, count], eval_result)
     table.select(pick_row, table, selected)
     delete.click(ask_delete, selected, [confirm_row, confirm_text, message])
     cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])

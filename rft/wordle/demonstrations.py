@@ -51,7 +51,8 @@ def reasoning(history: Sequence[tuple[str, str]], guess: str) -> str:
     confirmed, misplaced, ruled_out = read_feedback(history)
     sentences = []
     if confirmed:
-        sentences.append("Confirmed: " + ", ".join(f"{letter} at {position + 1}" for position, letter in confirmed) + ".")
+        places = ", ".join(f"{letter} at {position + 1}" for position, letter in confirmed)
+        sentences.append(f"Confirmed: {places}.")
     if misplaced:
         sentences.append("In the word but misplaced: " + ", ".join(
             f"{letter} (not at {', '.join(str(p + 1) for p in positions)})" for letter, positions in misplaced) + ".")
@@ -68,7 +69,10 @@ def reasoning(history: Sequence[tuple[str, str]], guess: str) -> str:
     return " ".join(sentences)
 
 
-def read_feedback(history: Sequence[tuple[str, str]]) -> tuple[list[tuple[int, str]], list[tuple[str, list[int]]], list[str]]:
+Misplaced = list[tuple[str, list[int]]]  # (letter, the positions it is known not to be at)
+
+
+def read_feedback(history: Sequence[tuple[str, str]]) -> tuple[list[tuple[int, str]], Misplaced, list[str]]:
     """What the feedback says, in the order a reader lists it:
     (position, letter) confirmed, (letter, positions it is not at) misplaced, letters ruled out.
 
