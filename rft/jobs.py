@@ -45,11 +45,15 @@ def preflight(config: RunConfig) -> list[str]:
         problems.append(f"data.path: {config.data.path} does not exist")
     elif config.data.path:
         try:
-            data.read_file(config.data.path, config.data.prompt_column)
+            rows = data.read_file(config.data.path, config.data.prompt_column)
         except data.DatasetError as exc:
             problems.append(f"data.path: {exc}")
+        else:
+            problems.extend(_sft_problems(config, rows))
     elif config.data.preset and config.data.preset not in data.PRESETS:
         problems.append(f"data.preset: unknown preset {config.data.preset!r}")
+    else:
+        problems.extend(_sft_problems(config, []))
     reference = config.model.name_or_path.strip()
     if reference and reference != models.BUNDLED_MODEL:
         path = Path(reference).expanduser()
@@ -73,6 +77,19 @@ def preflight(config: RunConfig) -> list[str]:
         if check.ok and unknown:
             problems.append(f"rewards.weights: no reward function named {', '.join(unknown)}")
     return problems
+
+
+def _sft_problems(config: RunConfig, rows: list[dict]) -> list[str]:
+    """An SFT warm start needs a demonstration for every row: refuse at launch, not minutes later."""
+    from rft import data, sft
+
+    if not config.sft.enabled:
+        return []
+    try:
+        sft.demonstration_source(config.data, rows)
+    except data.DatasetError as exc:
+        return [str(exc)]
+    return []
 
 
 def active_jobs(runs_root: str | Path | None = None) -> list[RunSummary]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from rft import data as datasets
+from rft import sft
 from rft.config import LOSS_TYPES, LR_SCHEDULERS, SCALE_REWARDS, ConfigError, DataConfig, RunConfig
 
 UPLOADS_FOLDER = "uploads"
@@ -190,6 +191,7 @@ class DatasetPreview:
     rows: list[dict]  # the first rows, as loaded (reward previews score against them)
     frame: pd.DataFrame  # what the preview table shows
     message: str  # validation result, in words
+    has_demonstrations: bool = False  # an SFT warm start can run on it
 
 
 def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPreview:
@@ -203,7 +205,17 @@ def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPrevi
     source = Path(data.path).name if data.path else f"preset '{data.preset}'"
     columns = sorted({key for row in rows[:count] for key in row})
     message = f"{source}: {len(rows):,} rows, columns: {', '.join(columns)}."
-    return DatasetPreview(rows[:count], datasets.preview_frame(rows, data, count), message)
+    return DatasetPreview(rows[:count], datasets.preview_frame(rows, data, count), message,
+                          has_demonstrations(data, rows))
+
+
+def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
+    """Whether an SFT warm start can run on this dataset (a preset generator or a completion column)."""
+    try:
+        sft.demonstration_source(data, rows)
+    except datasets.DatasetError:
+        return False
+    return True
 
 
 def weights_table(functions, weights: dict[str, float]) -> pd.DataFrame:

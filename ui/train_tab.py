@@ -184,14 +184,22 @@ def build(runs_root: Path) -> TrainTab:
         kind = "ok" if result.rows else "error"
         return result.frame, result.rows, notice(result.message, kind)
 
+    def choose_dataset(choice, stored, column):
+        """A new dataset also decides the SFT default: on when it has demonstrations, else off."""
+        if choice == UPLOAD_CHOICE and not stored:
+            return *refresh_preview(choice, stored, column), False
+        result = form.preview_dataset(current_data_config(choice, stored, column))
+        kind = "ok" if result.rows else "error"
+        return result.frame, result.rows, notice(result.message, kind), result.has_demonstrations
+
     def on_upload(file, column):
         if file is None:
-            return gr.skip(), None, *refresh_preview(UPLOAD_CHOICE, None, column)
+            return gr.skip(), None, *choose_dataset(UPLOAD_CHOICE, None, column)
         try:
             stored = str(form.store_upload(file, runs_root))
         except OSError as exc:
-            return gr.skip(), None, None, [], notice(f"Could not keep the uploaded file: {exc}", "error")
-        return UPLOAD_CHOICE, stored, *refresh_preview(UPLOAD_CHOICE, stored, column)
+            return gr.skip(), None, None, [], notice(f"Could not keep the uploaded file: {exc}", "error"), gr.skip()
+        return UPLOAD_CHOICE, stored, *choose_dataset(UPLOAD_CHOICE, stored, column)
 
     def insert_library(code, name):
         if not name:
@@ -303,11 +311,12 @@ def build(runs_root: Path) -> TrainTab:
         active = jobs.active_jobs(runs_root)
         return active[0].run_id if active else gr.skip()
 
+    sft_enabled = field_inputs["sft.enabled"]
     upload.upload(on_upload, [upload, prompt_column],
-                  [dataset_choice, upload_path, preview, preview_rows, dataset_message])
+                  [dataset_choice, upload_path, preview, preview_rows, dataset_message, sft_enabled])
     for trigger in (dataset_choice.input, prompt_column.submit):
-        trigger(refresh_preview, [dataset_choice, upload_path, prompt_column],
-                [preview, preview_rows, dataset_message])
+        trigger(choose_dataset, [dataset_choice, upload_path, prompt_column],
+                [preview, preview_rows, dataset_message, sft_enabled])
     insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
     check.click(check_code, [reward_code, weights], [check_message, weights])
     try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,
