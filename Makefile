@@ -10,7 +10,9 @@ PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 APP_STAMP := $(VENV)/.app-installed
 TEST_STAMP := $(VENV)/.test-installed
+BENCH_STAMP := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: run test setup bench faults clean-venv
 
@@ -27,6 +29,10 @@ $(TEST_STAMP): requirements-test.txt $(APP_STAMP)
 	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $@
 
+$(BENCH_STAMP): requirements-bench.txt $(APP_STAMP)
+	$(PIP) -r requirements-bench.txt -c requirements.txt $(QUIET_PIP)
+	touch $@
+
 setup: $(APP_STAMP)
 
 run: $(APP_STAMP)
@@ -38,6 +44,10 @@ test: $(TEST_STAMP)
 # The fault suite with repeated SIGKILLs, then its table: fault, times tried, survived, data lost.
 faults: $(TEST_STAMP)
 	$(PYTHON) scripts/fault_report.py $(PYTEST_ARGS)
+
+# TRL's GRPOTrainer against ours on identical work; BENCH_ARGS=--scaling for the size grid.
+bench: $(BENCH_STAMP)
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
