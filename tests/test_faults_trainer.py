@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ from rft.config import DataConfig, ModelConfig, OptimConfig, RewardsConfig, RunC
 from rft.faults import FAULT_POINT_VARIABLE, FAULT_POINTS
 from rft.grpo.trainer import train
 from rft.runs import effective_state, list_checkpoints, read_status
+from waiting import wait_for
 
 SAVE_EVERY = 2
 # One block of the kill schedule: (fault point, step within the block). "checkpoint" must name a
@@ -76,16 +76,6 @@ def processes_marked(mark: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from rft import jobs
 from rft.config import DataConfig, ModelConfig, OptimConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig
 from rft.grpo.trainer import train
 from rft.runs import effective_state, list_checkpoints, read_metrics, read_rollouts, read_status
+from waiting import wait_for
 
 SHORT_IS_BETTER = "def shorter_is_better(prompt, completion, example):\n    return -len(completion) / 20\n"
 
@@ -45,16 +45,6 @@ def tiny_config(model_dir, prompts_file, **overrides) -> RunConfig:
         schedule=ScheduleConfig(max_steps=3, save_every=2),
     )
     return config.with_overrides(overrides.get("set", []))
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_three_steps_write_the_whole_run_directory(tmp_path, tiny_model_dir, prompts_file):
