@@ -1,0 +1,102 @@
+"""The benchmark (bench/): its figures, its configuration of our trainer, and both trainers on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import report
+from bench.workload import Workload
+
+
+def steps(*step_seconds: float, generate: float = 1.0, score: float = 0.5, tokens: int = 100) -> list[dict]:
+    return [{"step_s": s, "generate_s": generate, "score_s": score, "completion_tokens": tokens} for s in step_seconds]
+
+
+def result(name: str, step_list: list[dict], peak_mb: float) -> dict:
+    return {"trainer": name, "version": "1", "steps": step_list, "peak_memory_mb": peak_mb,
+            "other_processes_cpu_cores": 0.0}
+
+
+def test_summary_leaves_out_the_warmup_and_splits_the_step():
+    summary = report.summarise(result("t", steps(100.0, 4.0, 6.0, 5.0), 1000.0), warmup_steps=1)
+    assert summary["measured_steps"] == 3
+    assert summary["median_step_s"] == 5.0
+    assert summary["completion_tokens_per_s"] == pytest.approx(300 / 15.0)
+    assert summary["train_s"] == pytest.approx(5.0 - 1.0 - 0.5)
+
+
+def test_summary_refuses_a_run_with_only_warmup_steps():
+    with pytest.raises(ValueError, match="none after the warm-up"):
+        report.summarise(result("t", steps(3.0), 1.0), warmup_steps=1)
+
+
+def test_ratios_compare_ours_with_trl():
+    trl = report.summarise(result("trl", steps(10.0, 10.0), 2000.0), warmup_steps=0)
+    ours = report.summarise(result("ours", steps(4.0, 4.0), 500.0), warmup_steps=0)
+    ratios = report.ratios(trl, ours)
+    assert ratios["speedup"] == pytest.approx(2.5)
+    assert ratios["throughput_ratio"] == pytest.approx(2.5)
+    assert ratios["memory_ratio"] == pytest.approx(0.25)
+
+
+def comparison(workload: Workload, trl_entry: dict, ours_entry: dict) -> dict:
+    entry = {"workload": workload.to_dict(), "trl": trl_entry, "ours": ours_entry}
+    if "summary" in trl_entry and "summary" in ours_entry:
+        entry["ratios"] = report.ratios(trl_entry["summary"], ours_entry["summary"])
+    return entry
+
+
+def summarised(name: str, seconds: float, peak_mb: float) -> dict:
+    entry = result(name, steps(seconds, seconds), peak_mb)
+    return {**entry, "summary": report.summarise(entry, warmup_steps=1)}
+
+
+def record(comparisons: list[dict]) -> dict:
+    return {"created": "2026-01-01T00:00:00+00:00", "command": "python -m bench.run",
+            "machine": {"cpu": "Test CPU", "cores": 2, "memory_gb": 8.0, "device": "cpu", "torch_threads": 2},
+            "load_average_before": (0.1, 0.2, 0.3), "comparisons": comparisons}
+
+
+def test_markdown_shows_both_trainers_and_the_ratios():
+    text = report.markdown(record([comparison(Workload(), summarised("TRL", 10.0, 900.0), summarised("rft", 4.0, 300.0))]))
+    assert "| TRL 1 | 10.0 |" in text and "| rft 1 | 4.0 |" in text
+    assert "Speedup (TRL step time / ours): 2.50x" in text
+    assert "peak-memory ratio (ours / TRL): 0.33" in text
+    assert "Test CPU (2 cores" in text
+
+
+def test_scaling_markdown_has_a_row_per_workload_and_names_a_failure():
+    ok = comparison(Workload(num_generations=4), summarised("TRL", 6.0, 900.0), summarised("rft", 3.0, 300.0))
+    failed = comparison(Workload(num_generations=16, completion_length=256),
+                        {"trainer": "TRL GRPOTrainer", "failed": "out of memory (stopped at 20.0 GB)"},
+                        summarised("rft", 30.0, 800.0))
+    text = report.markdown(record([ok, failed]))
+    assert "| 4 | 64 | 6.0 | 3.0 | 2.00x |" in text
+    assert "| 16 | 256 | out of memory (stopped at 20.0 GB) | 30.0 |" in text
+
+
+def test_our_trainer_is_configured_as_the_workload_says():
+    from bench.run_ours import ours_config
+
+    workload = Workload(num_generations=4, completion_length=32, steps=3, warmup_steps=1)
+    config = ours_config(workload)
+    assert (config.sampling.num_generations, config.sampling.max_completion_length) == (4, 32)
+    assert (config.lora.rank, config.lora.alpha, config.lora.target_modules) == (16, 32, "all-linear")
+    assert (config.grpo.beta, config.grpo.loss_type, config.grpo.num_iterations) == (0.04, "grpo", 1)
+    assert (config.optim.learning_rate, config.optim.prompts_per_step) == (5e-5, 1)
+    assert config.schedule.max_steps == 4 and config.schedule.seed == 0
+    assert not config.data.shuffle and config.data.limit == 4  # the dataset's first rows, in order
+    assert not config.sft.enabled and not config.model.gradient_checkpointing
+
+
+@pytest.mark.slow
+def test_our_trainer_reports_every_step_on_a_tiny_model(tiny_model_dir):
+    # TRL's side runs only under `make bench`, which installs it (requirements-bench.txt).
+    from bench.run_ours import run
+
+    workload = Workload(num_generations=2, completion_length=4, steps=1, warmup_steps=1, model=str(tiny_model_dir))
+    outcome = run(workload)
+    assert len(outcome["steps"]) == 2
+    for step in outcome["steps"]:
+        assert step["step_s"] >= step["generate_s"] + step["score_s"] > 0
+        assert 2 <= step["completion_tokens"] <= 2 * 4  # at least one token (EOS) per completion
