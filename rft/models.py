@@ -285,6 +285,20 @@ def load_for_inference(reference: str, adapter: str | None = None, device: str =
     return model, tokenizer
 
 
+def generate_continuations(model, tokenizer, prompt_texts: list[str], max_new_tokens: int,
+                           temperature: float = 0.0) -> list[str]:
+    """Each prompt's continuation, without the prompt and special tokens; temperature 0 is greedy.
+
+    The prompts run as one left-padded batch, so evaluating many at once costs little more than one.
+    """
+    # The chat template already wrote any special tokens the model expects at the start.
+    inputs = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
+    return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
 def parameter_counts(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

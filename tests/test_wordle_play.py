@@ -9,7 +9,7 @@ import pytest
 
 from rft.models import load_for_inference
 from rft.wordle.evaluate import evaluate, evaluation_secrets, main
-from rft.wordle.play import play_game, play_turn
+from rft.wordle.play import play_games, play_turn
 from rft.wordle.prompts import ASSISTANT_PREFIX
 
 REWARD_NAMES = {"output_format_check", "uses_previous_feedback", "guess_value"}
@@ -22,7 +22,7 @@ def tiny_model(tiny_model_dir):
 
 def test_a_game_lasts_six_turns_or_ends_with_a_win(tiny_model):
     model, tokenizer = tiny_model
-    result = play_game(model, tokenizer, "crane", max_new_tokens=8)
+    [result] = play_games(model, tokenizer, ["crane"], max_new_tokens=8)
     assert result.secret == "CRANE"
     assert result.won or result.num_guesses == 6
     assert 1 <= result.num_guesses == len(result.turns) <= 6
@@ -38,6 +38,18 @@ def test_a_game_lasts_six_turns_or_ends_with_a_win(tiny_model):
     assert set(summary["turns"][0]) == {"prompt_text", "completion", "guess", "feedback", "rewards", "invalid"}
 
 
+def test_batched_games_play_as_they_would_one_at_a_time(tiny_model):
+    model, tokenizer = tiny_model
+    secrets = ["crane", "slate", "pious"]
+    ended = []
+    together = play_games(model, tokenizer, secrets, max_new_tokens=6, batch_size=2,
+                          on_game_played=lambda index, result: ended.append(index))
+    assert sorted(ended) == [0, 1, 2]
+    for secret, game in zip(secrets, together):
+        [alone] = play_games(model, tokenizer, [secret], max_new_tokens=6)
+        assert [turn.completion for turn in game.turns] == [turn.completion for turn in alone.turns]
+
+
 def test_a_turn_shows_the_history_in_its_prompt(tiny_model):
     model, tokenizer = tiny_model
     history = [("RAISE", "R(x) A(-) I(x) S(x) E(-)")]
@@ -50,7 +62,7 @@ def test_evaluate_reports_rates_rewards_and_the_solver(tiny_model):
     secrets = evaluation_secrets(2, seed=0)
     played = []
     summary = evaluate(model, tokenizer, secrets, max_new_tokens=4, on_game_played=lambda i, r: played.append(i))
-    assert played == [0, 1]
+    assert sorted(played) == [0, 1]
     assert summary["games"] == 2 and 0 <= summary["wins"] <= 2
     for rate in ("win_rate", "invalid_guess_rate", "format_pass_rate"):
         assert 0.0 <= summary[rate] <= 1.0

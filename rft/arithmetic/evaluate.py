@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from rft.arithmetic.problems import HELD_OUT_COUNT, build_messages, held_out_problems, worked_steps
 from rft.arithmetic.rewards import answer_format, correct_answer
 from rft.config import BUNDLED_MODEL
 from rft.data import render_prompt
+from rft.models import generate_continuations
 
 DEFAULT_PROBLEMS = 50
 DEFAULT_MAX_NEW_TOKENS = 96
@@ -37,16 +36,6 @@ def evaluation_problems(count: int, seed: int) -> list[str]:
     return random.Random(seed).sample(held_out_problems(), count)
 
 
-def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of `prompts`, without the prompts and special tokens."""
-    tokenizer.padding_side = "left"  # generation appends on the right
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
 def evaluate(model, tokenizer, expressions: Sequence[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, on_batch_done: Callable[[int], None] | None = None) -> dict:
     """The model answers every expression; the summary and every answer. Rates are fractions."""
@@ -54,7 +43,7 @@ def evaluate(model, tokenizer, expressions: Sequence[str], max_new_tokens: int =
     for first in range(0, len(expressions), batch_size):
         chunk = expressions[first:first + batch_size]
         prompts = [render_prompt(tokenizer, build_messages(expression)) for expression in chunk]
-        for expression, completion in zip(chunk, generate_batch(model, tokenizer, prompts, max_new_tokens)):
+        for expression, completion in zip(chunk, generate_continuations(model, tokenizer, prompts, max_new_tokens)):
             example = {"expression": expression, "answer": worked_steps(expression)[1]}
             rewards = {function.__name__: function(None, completion, example) for function in REWARD_FUNCTIONS}
             details.append({**example, "completion": completion, "rewards": rewards})

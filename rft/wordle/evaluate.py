@@ -1,9 +1,10 @@
 """Evaluate a model at Wordle on held-out secrets, next to the entropy solver on the same secrets.
 
     python -m rft eval wordle --model M [--adapter DIR] --games N --seed S [--out FILE.json]
-                              [--max-new-tokens K] [--temperature T] [--device D]
+                              [--max-new-tokens K] [--temperature T] [--batch-size B] [--device D]
 
 Decoding is greedy unless a temperature is given. Invalid guesses use up a turn, as in play.py.
+The games still going play each turn together, in batches of B prompts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from rft.config import BUNDLED_MODEL
 from rft.wordle.dataset import HELD_OUT_COUNT, held_out_secrets
 from rft.wordle.game import solve
-from rft.wordle.play import DEFAULT_MAX_NEW_TOKENS, REWARD_FUNCTIONS, GameResult, play_game
+from rft.wordle.play import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, REWARD_FUNCTIONS, GameResult, play_games
 from rft.wordle.rewards import output_format_check
 
 DEFAULT_GAMES = 20
@@ -33,19 +34,16 @@ def evaluate(
     secrets: Sequence[str],
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     temperature: float = 0.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     on_game_played: Callable[[int, GameResult], None] | None = None,
 ) -> dict:
     """The model plays one game per secret; the summary, the solver's figures and every turn.
 
     Rates are fractions. Turn-level figures (invalid guesses, format, rewards) count every turn,
-    one completion each, invalid ones included. `on_game_played(index, result)` is called after
-    each game, for progress.
+    one completion each, invalid ones included. `on_game_played(index, result)` is called as
+    each game ends, for progress.
     """
-    results = []
-    for index, secret in enumerate(secrets):
-        results.append(play_game(model, tokenizer, secret, max_new_tokens, temperature))
-        if on_game_played is not None:
-            on_game_played(index, results[-1])
+    results = play_games(model, tokenizer, list(secrets), max_new_tokens, temperature, batch_size, on_game_played)
     turns = [turn for result in results for turn in result.turns]
     return {
         "games": len(results),
@@ -122,6 +120,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="write the summary and every turn to this JSON file")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="games whose turns are generated together (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return parser.parse_args(argv)
 
@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         secrets = evaluation_secrets(args.games, args.seed)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     summary = evaluate(
-        model, tokenizer, secrets, args.max_new_tokens, args.temperature,
+        model, tokenizer, secrets, args.max_new_tokens, args.temperature, args.batch_size,
         on_game_played=lambda index, result: print(describe_game(index, result), flush=True),
     )
     elapsed = time.perf_counter() - started
