@@ -10,6 +10,7 @@ from pathlib import Path
 
 def _train(args) -> int:
     from rft.config import RunConfig
+    from rft.distributed import join_launched_processes
     from rft.grpo.trainer import train
     from rft.presets import preset_config
     from rft.runs import default_runs_root, new_run_id, run_dir_for
@@ -25,18 +26,25 @@ def _train(args) -> int:
     if args.sft is not None:
         config.sft.enabled = args.sft
     config.validate()
-    run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(args.runs_root or default_runs_root(), new_run_id(config.name))
-    print(f"run directory: {run_dir}", flush=True)
-    train(config, run_dir, progress=not args.no_progress)
+    processes = join_launched_processes(config.model.device)
+    # Under a launcher, the main process names the run and the others use its name.
+    run_dir = processes.from_main(
+        Path(args.run_dir) if args.run_dir else run_dir_for(args.runs_root or default_runs_root(), new_run_id(config.name)))
+    if processes.is_main:
+        print(f"run directory: {run_dir}" + (f" ({processes.world_size} processes)" if processes.launched else ""), flush=True)
+    train(config, run_dir, progress=not args.no_progress, processes=processes)
     return 0
 
 
 def _resume(args) -> int:
+    from rft.distributed import join_launched_processes
     from rft.grpo.trainer import train
     from rft.runs import read_config
 
     run_dir = Path(args.run_dir)
-    train(read_config(run_dir), run_dir, resume=True, progress=not args.no_progress)
+    config = read_config(run_dir)
+    train(config, run_dir, resume=True, progress=not args.no_progress,
+          processes=join_launched_processes(config.model.device))
     return 0
 
 

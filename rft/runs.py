@@ -147,6 +147,10 @@ class RunWriter:
         with open(self.run_dir / "logs.txt", "a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
 
+    def take_lines(self) -> list[str]:
+        """Log lines held back for another process to write: none, this writer writes its own."""
+        return []
+
     def checkpoint_staging_dir(self, step: int) -> Path:
         """Write a checkpoint here, then `commit_checkpoint` renames it into place."""
         staging = self.checkpoints_dir / f".tmp-step-{step}"
@@ -196,6 +200,42 @@ class RunWriter:
         (self.run_dir / "stop").unlink(missing_ok=True)
 
 
+class FollowerWriter(RunWriter):
+    """The writer of a data-parallel process other than the main one (rft.distributed): the main
+    process alone writes the run directory. This one reads the stop request like any writer,
+    writes nothing, and keeps its log lines for the main process to write."""
+
+    def __init__(self, run_dir: str | Path, rank: int):
+        super().__init__(run_dir)
+        self.rank = rank
+        self.held_lines: list[str] = []
+
+    def create(self, config: RunConfig) -> None:
+        pass
+
+    def set_status(self, state: str, **fields) -> dict:
+        return {}
+
+    def _append_line(self, name: str, record: dict) -> None:
+        pass
+
+    def log(self, text: str, step: int | None = None) -> None:
+        tag = f"[step {step}] " if step is not None else ""
+        self.held_lines += [f"[process {self.rank}] {tag}{line}" for line in text.rstrip("\n").splitlines()]
+
+    def take_lines(self) -> list[str]:
+        lines, self.held_lines = self.held_lines, []
+        return lines
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def clear_stop_request(self) -> None:
+        pass
+
+    def discard_warm_start(self) -> None:
+        pass
+
 def read_status(run_dir: str | Path) -> dict:
     try:
         return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
@@ -209,10 +249,12 @@ def read_config(run_dir: str | Path) -> RunConfig:
 
 def _read_jsonl(path: Path) -> list[dict]:
     """Whole lines only: a line still being written (no newline yet) is left for the next read."""
-    if not path.exists():
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:  # not written yet, or the run was deleted
         return []
     records = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with f:
         for line in f:
             if not line.endswith("\n"):
                 break
@@ -257,7 +299,12 @@ def _rollout_offsets(path: Path) -> dict[int, int]:
     index = _STEP_INDEXES.get(path)
     if index is None or index.inode != stat.st_ino or stat.st_size < index.scanned:
         index = _STEP_INDEXES[path] = _StepIndex(stat.st_ino, 0, {})  # new or rewritten by a resume
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # deleted since the stat
+        _STEP_INDEXES.pop(path, None)
+        return {}
+    with f:
         f.seek(index.scanned)
         for line in f:
             if not line.endswith(b"\n"):
@@ -278,7 +325,11 @@ def read_rollouts(run_dir: str | Path, step: int | None = None) -> dict | None:
     offset = offsets[max(offsets)] if step is None else offsets.get(step)
     if offset is None:
         return None
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # the run was deleted since the index was read
+        return None
+    with f:
         f.seek(offset)
         try:
             return json.loads(f.readline().decode("utf-8", errors="replace"))
@@ -310,10 +361,11 @@ def rollout_steps(run_dir: str | Path) -> list[int]:
 
 
 def tail_logs(run_dir: str | Path, max_lines: int = 200) -> str:
-    path = Path(run_dir) / "logs.txt"
-    if not path.exists():
+    try:
+        f = open(Path(run_dir) / "logs.txt", "rb")
+    except FileNotFoundError:  # not written yet, or the run was deleted
         return ""
-    with open(path, "rb") as f:
+    with f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
         f.seek(max(0, size - 256 * 1024))
@@ -322,10 +374,11 @@ def tail_logs(run_dir: str | Path, max_lines: int = 200) -> str:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[int]:
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
+    try:
+        entries = list((Path(run_dir) / "checkpoints").iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # none yet, or the run was deleted
         return []
-    steps = [int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
+    steps = [int(m.group(1)) for p in entries if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
     return sorted(steps)
 
 

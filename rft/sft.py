@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from rft import data as datasets
 from rft import models
 from rft.config import DataConfig, RunConfig
-from rft.runs import RunWriter
+from rft.distributed import Processes
+from rft.runs import RunWriter, sft_adapter_path
 
 IGNORED_LABEL = -100  # positions the loss skips (the model's convention)
 COMPLETION_COLUMN = "completion"
@@ -172,11 +173,14 @@ def batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[list
     return [positions[step * batch_size:(step + 1) * batch_size] for step in range(steps)]
 
 
-def run_sft(config: RunConfig, tokenizer, writer: RunWriter, on_step: Callable[[int, int], None] | None = None) -> Path:
+def run_sft(config: RunConfig, tokenizer, writer: RunWriter, processes: Processes = Processes(),
+            on_step: Callable[[int, int], None] | None = None) -> Path:
     """Train the run's LoRA adapter on demonstrations; save it to checkpoints/sft and return that folder.
 
     Rows go to sft_metrics.jsonl as steps end. `on_step(step, steps)` reports progress. A stop
     request ends the stage between steps with StopRequested; a resume then starts it again.
+    Launched over several processes, each takes its share of every batch, and the loss is the
+    mean over the whole batch's demonstration tokens, as in one process.
     """
     sft = config.sft
     started_at = time.time()
@@ -185,6 +189,7 @@ def run_sft(config: RunConfig, tokenizer, writer: RunWriter, on_step: Callable[[
     model = models.wrap_with_lora(models.load_base_model(config.model), config.lora, config.model.adapter)
     steps = max(1, math.ceil(sft.epochs * len(examples) / sft.batch_size))
     params = [p for p in model.parameters() if p.requires_grad]
+    processes.copy_from_main(params)
     optimizer = torch.optim.AdamW(params, lr=sft.learning_rate, weight_decay=config.optim.weight_decay)
     from transformers import get_scheduler
 
@@ -192,12 +197,17 @@ def run_sft(config: RunConfig, tokenizer, writer: RunWriter, on_step: Callable[[
     writer.log(f"sft: {steps} steps of {sft.batch_size} demonstrations, learning rate {sft.learning_rate:g}")
     model.train()
     for step, indices in enumerate(batch_order(len(examples), sft.batch_size, steps, config.schedule.seed), start=1):
-        if writer.stop_requested():
+        if processes.from_main(writer.stop_requested()):
             raise StopRequested()
         step_started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss, tokens = batch_loss(model, [examples[i] for i in indices], tokenizer.pad_token_id)
-        loss.backward()
+        share = indices[processes.rank::processes.world_size]
+        loss, tokens = batch_loss(model, [examples[i] for i in share], tokenizer.pad_token_id) if share else (None, 0)
+        batch_tokens = processes.sum(tokens)
+        if share:
+            (loss * (tokens / batch_tokens)).backward()  # this process's part of the batch's token mean
+        processes.sum_gradients(params)
+        batch_mean_loss = processes.sum(loss.item() * tokens if share else 0.0) / batch_tokens
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm)
         optimizer.step()
         learning_rate = scheduler.get_last_lr()[0]
@@ -205,20 +215,22 @@ def run_sft(config: RunConfig, tokenizer, writer: RunWriter, on_step: Callable[[
         writer.append_sft_metrics({
             "step": step,
             "epoch": step * sft.batch_size / len(examples),
-            "loss": loss.item(),
+            "loss": batch_mean_loss,
             "learning_rate": learning_rate,
             "grad_norm": float(grad_norm),
-            "tokens": tokens,
+            "tokens": int(batch_tokens),
             "time/step": time.perf_counter() - step_started,
             "elapsed_s": time.time() - started_at,
         })
         if on_step is not None:
             on_step(step, steps)
-    staging = writer.checkpoints_dir / ".tmp-sft"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, selected_adapters=["default"])
-    folder = writer.commit_sft_adapter(staging)
-    writer.log(f"sft: warm start saved to {folder.relative_to(writer.run_dir)} after {time.time() - started_at:.0f} s")
+    if processes.is_main:  # every process holds the same adapter
+        staging = writer.checkpoints_dir / ".tmp-sft"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging, selected_adapters=["default"])
+        folder = writer.commit_sft_adapter(staging)
+        writer.log(f"sft: warm start saved to {folder.relative_to(writer.run_dir)} after {time.time() - started_at:.0f} s")
+    processes.wait_for_all()
     del model, optimizer
     gc.collect()
-    return folder
+    return sft_adapter_path(writer.run_dir)

@@ -1,12 +1,14 @@
 """The GRPO loop: sample a group per prompt, score it, normalise rewards per group, update.
 
 One optimisation step = `gradient_accumulation_steps` micro-batches of `prompts_per_step`
-prompts x `num_generations` completions, each optimised `num_iterations` times. Everything a
-user watches is written to the run directory (rft.runs) as the step ends.
+prompts x `num_generations` completions, each optimised `num_iterations` times, in each process
+(several under `accelerate launch`: rft.distributed). Everything a user watches is written to the
+run directory (rft.runs) as the step ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -23,11 +25,12 @@ from tqdm import tqdm
 from rft import data as datasets
 from rft import models, sft
 from rft.config import RunConfig
+from rft.distributed import Processes
 from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
 from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
 from rft.rewards import RewardRuntime
-from rft.runs import RunWriter, checkpoint_path, read_status, sft_adapter_path
+from rft.runs import FollowerWriter, RunWriter, checkpoint_path, read_status, sft_adapter_path
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 
@@ -71,10 +74,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: str | Path):
-        self.config = config.validate()
+    def __init__(self, config: RunConfig, run_dir: str | Path, processes: Processes = Processes()):
+        config = config.validate()
+        if processes.device:  # launched: each process on its own device
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, device=processes.device))
+        self.config = config
+        self.processes = processes
         self.run_dir = Path(run_dir)
-        self.writer = RunWriter(self.run_dir)
+        self.writer = RunWriter(self.run_dir) if processes.is_main else FollowerWriter(self.run_dir, processes.rank)
         self.step = 0
 
     # ---- set-up -----------------------------------------------------------------------------
@@ -87,6 +94,7 @@ class Trainer:
         base = models.load_base_model(cfg.model)
         self.model = models.wrap_with_lora(base, cfg.lora, adapter)
         self.device = next(self.model.parameters()).device
+        self.processes.copy_from_main(p for p in self.model.parameters() if p.requires_grad)
         trainable, total = models.parameter_counts(self.model)
         self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({base.dtype}); "
                         f"trainable {trainable:,} of {total:,} parameters")
@@ -113,7 +121,7 @@ class Trainer:
             self.writer.log(f"sft: continuing from the warm start in {existing.relative_to(self.run_dir)}")
             return existing
         self.writer.set_status("running", phase="sft")
-        return sft.run_sft(self.config, self.tokenizer, self.writer,
+        return sft.run_sft(self.config, self.tokenizer, self.writer, self.processes,
                            on_step=lambda step, steps: self.writer.set_status("running", sft_step=step, sft_steps=steps))
 
     def _prepare_prompts(self) -> list[PromptRecord]:
@@ -140,19 +148,25 @@ class Trainer:
         self.writer.log(f"dataset: {len(records)} prompts")
         return records
 
+    @property
+    def prompts_per_step(self) -> int:
+        """Prompts one optimisation step sees, over every micro-batch of every process."""
+        optim = self.config.optim
+        return optim.prompts_per_step * optim.gradient_accumulation_steps * self.processes.world_size
+
     def _max_steps(self) -> int:
-        schedule, optim = self.config.schedule, self.config.optim
+        schedule = self.config.schedule
         if schedule.epochs:
-            prompts_per_step = optim.prompts_per_step * optim.gradient_accumulation_steps
-            return max(1, math.ceil(schedule.epochs * len(self.prompts) / prompts_per_step))
+            return max(1, math.ceil(schedule.epochs * len(self.prompts) / self.prompts_per_step))
         return schedule.max_steps
 
     def prompts_for(self, step: int, micro: int) -> list[PromptRecord]:
-        """The prompts of a micro-batch: a seeded permutation per epoch, a pure function of the step,
-        so a resumed run sees exactly the prompts it would have seen."""
+        """The prompts of this process's micro-batch: a seeded permutation per epoch, a pure function
+        of the step, so a resumed run sees exactly the prompts it would have seen."""
         optim = self.config.optim
         size = optim.prompts_per_step
-        first = ((step - 1) * optim.gradient_accumulation_steps + micro) * size
+        micro_batch = ((step - 1) * optim.gradient_accumulation_steps + micro) * self.processes.world_size
+        first = (micro_batch + self.processes.rank) * size
         chosen = []
         for position in range(first, first + size):
             epoch, offset = divmod(position, len(self.prompts))
@@ -211,7 +225,9 @@ class Trainer:
         self.model.train()
         eps_low = cfg.grpo.epsilon_low
         eps_high = cfg.grpo.epsilon_high if cfg.grpo.epsilon_high is not None else eps_low
-        global_active = float(sum(b.loss_mask.sum() for b in batches))
+        global_active = self.processes.sum(float(sum(b.loss_mask.sum() for b in batches)))
+        # Each micro-batch's mean loss is one share of the step's (dapo divides by global_active instead).
+        shares = len(batches) * self.processes.world_size
         stats = {"loss": [], "kl": [], "entropy": [], "clip_low": [], "clip_high": [], "grad_norm": []}
         for iteration in range(cfg.grpo.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
@@ -223,10 +239,10 @@ class Trainer:
                 kl = grpo_loss.k3_kl(logp, batch.logp_ref) if batch.logp_ref is not None else None
                 token_loss = grpo_loss.per_token_loss(objective, kl, cfg.grpo.beta)
                 micro_loss = grpo_loss.aggregate_loss(token_loss, mask, cfg.grpo.loss_type, cfg.sampling.max_completion_length, global_active)
-                if cfg.grpo.loss_type != "dapo":  # dapo already divides by the whole step's tokens
-                    micro_loss = micro_loss / len(batches)
+                if cfg.grpo.loss_type != "dapo":
+                    micro_loss = micro_loss / shares
                 micro_loss.backward()
-                stats["loss"].append(micro_loss.item() * (len(batches) if cfg.grpo.loss_type != "dapo" else 1))
+                stats["loss"].append(micro_loss.item() * (shares if cfg.grpo.loss_type != "dapo" else 1))
                 if kl is not None:
                     stats["kl"].append(grpo_loss.masked_mean(kl.detach(), mask))
                 if entropy is not None:
@@ -234,6 +250,7 @@ class Trainer:
                 stats["clip_low"].append(grpo_loss.masked_mean(clipped_low.float(), mask))
                 stats["clip_high"].append(grpo_loss.masked_mean(clipped_high.float(), mask))
             params = [p for p in self.model.parameters() if p.requires_grad]
+            self.processes.sum_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
             stats["grad_norm"].append(float(grad_norm))
             self.optimizer.step()
@@ -243,13 +260,15 @@ class Trainer:
         timings["train"] += time.perf_counter() - started
         return stats
 
-    def metrics_row(self, step: int, batches: list[MicroBatch], stats: dict, timings: dict, step_seconds: float) -> dict:
-        total = torch.cat([b.total for b in batches])
-        advantages = torch.cat([b.advantages.cpu() for b in batches])
-        lengths = torch.cat([b.rollout.completion_lengths for b in batches])
-        truncated = torch.cat([b.rollout.truncated for b in batches])
-        zero_std = torch.cat([b.zero_std_groups for b in batches])
-        group = self.config.sampling.num_generations
+    def metrics_row(self, step: int, groups: list[dict], zero_std: list[bool], stats: dict, timings: dict,
+                    step_seconds: float) -> dict:
+        """The step's metrics, from its groups as `rollout_records` gives them (every process's)."""
+
+        def pooled(key: str) -> torch.Tensor:
+            return torch.tensor([value for group in groups for value in group[key]], dtype=torch.float64)
+
+        total, advantages, lengths = pooled("total"), pooled("advantages"), pooled("completion_tokens")
+        truncated = pooled("truncated")
         tokens = float(lengths.sum())
 
         def mean(values):
@@ -257,23 +276,23 @@ class Trainer:
 
         row = {
             "step": step,
-            "epoch": (step * self.config.optim.prompts_per_step * self.config.optim.gradient_accumulation_steps) / len(self.prompts),
+            "epoch": step * self.prompts_per_step / len(self.prompts),
             "reward": float(total.mean()),
             "reward_std": float(total.std()) if total.numel() > 1 else 0.0,
         }
         for name in self.function_names:
-            values = np.array([v for b in batches for v in b.rewards[name]], dtype=float)
+            values = np.array([v for group in groups for v in group["rewards"][name]], dtype=float)
             present = values[~np.isnan(values)]
             row[f"rewards/{name}/mean"] = float(present.mean()) if present.size else None
             row[f"rewards/{name}/std"] = float(present.std()) if present.size > 1 else 0.0 if present.size else None
             row[f"rewards/{name}/missing"] = int(np.isnan(values).sum())
         row.update({
-            "group_rewards": total.view(-1, group).tolist(),
+            "group_rewards": [group["total"] for group in groups],
             "advantages/mean": float(advantages.mean()),
             "advantages/std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
             "advantages/min": float(advantages.min()),
             "advantages/max": float(advantages.max()),
-            "frac_reward_zero_std": float(zero_std.float().mean()),
+            "frac_reward_zero_std": float(np.mean(zero_std)),
             "loss": mean(stats["loss"]),
             "kl": mean(stats["kl"]),
             "entropy": mean(stats["entropy"]),
@@ -283,7 +302,7 @@ class Trainer:
             "completion_length/mean": float(lengths.mean()),
             "completion_length/min": float(lengths.min()),
             "completion_length/max": float(lengths.max()),
-            "completion_length/clipped_ratio": float(truncated.float().mean()),
+            "completion_length/clipped_ratio": float(truncated.mean()),
             "learning_rate": self.scheduler.get_last_lr()[0],
             "grad_norm": mean(stats["grad_norm"]),
             "tokens_generated": int(tokens),
@@ -363,8 +382,12 @@ class Trainer:
         try:
             if not resume:
                 self.writer.discard_warm_start()
+            self.processes.wait_for_all()  # no process may find the warm start the main one is discarding
             self.setup()
             start = self.restore_checkpoint() if resume else 0
+            if self.processes.launched:  # each process samples with its own random numbers, after a resume too
+                seed_everything(int(np.random.SeedSequence([self.config.schedule.seed, self.processes.rank, start])
+                                    .generate_state(1)[0]))
             if not resume:
                 self.writer.truncate_after(0)
             self.writer.set_status("running", step=start, max_steps=self.max_steps, phase="training")
@@ -383,39 +406,54 @@ class Trainer:
 
     def _loop(self, start: int, progress: bool) -> None:
         cfg = self.config
-        bar = tqdm(total=self.max_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+        main = self.processes.is_main
+        bar = tqdm(total=self.max_steps, initial=start, disable=not (progress and main), unit="step", dynamic_ncols=True)
         last_saved = start
+        self.writer.take_lines()  # a follower's set-up lines repeat the main process's
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
             timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
             stats = self.optimise(batches, timings)
             fault_point("optimizer", step)
-            row = self.metrics_row(step, batches, stats, timings, time.perf_counter() - step_started)
-            self.writer.append_rollouts(step, self.rollout_records(batches))
-            fault_point("metrics", step)
-            self.writer.append_metrics(row)
+            shares = self.processes.gather_at_main((self.rollout_records(batches),
+                                                    [bool(z) for b in batches for z in b.zero_std_groups],
+                                                    stats, self.writer.take_lines()))
+            stop = self.processes.from_main(self.writer.stop_requested())
+            if main:
+                groups = [group for records, _, _, _ in shares for group in records]
+                zero_std = [flag for _, flags, _, _ in shares for flag in flags]
+                pooled_stats = {key: [v for _, _, share, _ in shares for v in share[key]] for key in stats}
+                for line in (line for _, _, _, lines in shares for line in lines):
+                    self.writer.log(line)
+                row = self.metrics_row(step, groups, zero_std, pooled_stats, timings, time.perf_counter() - step_started)
+                self.writer.append_rollouts(step, groups)
+                fault_point("metrics", step)
+                self.writer.append_metrics(row)
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['time/step']:.1f}")
             self.step = step
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['time/step']:.1f}")
-            stop = self.writer.stop_requested()
             if step == self.max_steps or stop or (cfg.schedule.save_every and step % cfg.schedule.save_every == 0):
-                self.save_checkpoint(step)
+                if main:  # every process holds the same adapter
+                    self.save_checkpoint(step)
                 last_saved = step
-            self.writer.set_status("stopping" if stop else "running", step=step, last_reward=row["reward"], last_saved=last_saved)
+            if main:
+                self.writer.set_status("stopping" if stop else "running", step=step, last_reward=row["reward"],
+                                       last_saved=last_saved)
             if stop:
                 bar.close()
                 raise StopTraining()
         bar.close()
 
 
-def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) training in this process; returns the run directory."""
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          processes: Processes = Processes()) -> Path:
+    """Run (or resume) training in this process (one of `processes`); returns the run directory."""
     run_dir = Path(run_dir)
-    writer = RunWriter(run_dir)
-    if not resume or not (run_dir / "config.yaml").exists():
-        writer.create(config)
+    if processes.is_main and (not resume or not (run_dir / "config.yaml").exists()):
+        RunWriter(run_dir).create(config)
+    processes.wait_for_all()
     if resume and read_status(run_dir).get("state") == "finished":
         return run_dir
-    Trainer(config, run_dir).run(resume=resume, progress=progress)
+    Trainer(config, run_dir, processes).run(resume=resume, progress=progress)
     return run_dir
