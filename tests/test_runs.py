@@ -1,6 +1,19 @@
-"""The run directory readers: whole lines only, and the rollouts step index across rewrites."""
+"""The run directory readers: whole lines only, the rollouts step index across rewrites, and a run
+deleted while it is read."""
 
-from rft.runs import RunWriter, read_metrics, read_rollouts, rollout_steps
+import shutil
+import threading
+import time
+
+from rft.runs import (
+    RunWriter,
+    list_checkpoints,
+    read_metrics,
+    read_rollouts,
+    read_sft_metrics,
+    rollout_steps,
+    tail_logs,
+)
 
 
 def test_rollouts_index_follows_appends_half_lines_and_resume_rewrites(tmp_path):
@@ -34,3 +47,36 @@ def test_metrics_reader_skips_a_half_written_last_line(tmp_path):
 def test_no_rollouts_yet(tmp_path):
     assert read_rollouts(tmp_path) is None
     assert rollout_steps(tmp_path) == []
+
+
+def test_readers_never_raise_while_the_run_directory_is_being_deleted(tmp_path):
+    """The dashboard polls a run while a user may delete it, so a file can vanish between two system
+    calls of one read: every reader must then answer "nothing there", never raise."""
+    run_dir = tmp_path / "run"
+    stop = threading.Event()
+
+    def create_and_delete_repeatedly():
+        while not stop.is_set():
+            writer = RunWriter(run_dir)
+            (writer.checkpoints_dir / "step-1").mkdir(parents=True, exist_ok=True)
+            writer.append_metrics({"step": 1})
+            writer.append_sft_metrics({"step": 1})
+            writer.append_rollouts(1, [])
+            writer.log("a line")
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    churn = threading.Thread(target=create_and_delete_repeatedly)
+    churn.start()
+    failures = []
+    try:
+        deadline = time.time() + 1.5
+        while time.time() < deadline:
+            for reader in (read_metrics, read_sft_metrics, read_rollouts, rollout_steps, tail_logs, list_checkpoints):
+                try:
+                    reader(run_dir)
+                except OSError as exc:
+                    failures.append(f"{reader.__name__}: {exc!r}")
+    finally:
+        stop.set()
+        churn.join()
+    assert not failures, failures[:5]

@@ -4,6 +4,7 @@ rollout tables and reward-hacking flags, and the app's launch safety checks."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -220,6 +221,19 @@ def test_runs_frame_lists_runs_readably(tmp_path):
     row = frame.iloc[0]
     assert (row["run"], row["state"], row["model"], row["dataset"], row["steps"], row["last reward"]) == \
         ("20250101-000000-demo", "finished", "SmolLM2-135M-Instruct", "train.jsonl", "5 / 5", "0.250")
+
+
+def test_a_run_picker_keeps_a_deleted_run_picked_and_marked(tmp_path):
+    from ui.common import run_picker_update
+
+    for run_id in ("20250101-000000-kept", "20250102-000000-deleted"):
+        RunWriter(tmp_path / run_id).create(RunConfig())
+    assert run_picker_update(tmp_path, None)["value"] == "20250102-000000-deleted"  # nothing picked: the newest
+    shutil.rmtree(tmp_path / "20250102-000000-deleted")
+    update = run_picker_update(tmp_path, "20250102-000000-deleted")
+    assert update["value"] == "20250102-000000-deleted"
+    assert update["choices"] == ["20250101-000000-kept", ("20250102-000000-deleted (deleted)", "20250102-000000-deleted")]
+    assert run_picker_update(tmp_path, None)["value"] == "20250101-000000-kept"
 
 
 # ---- app flags ---------------------------------------------------------------------------------

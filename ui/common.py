@@ -16,10 +16,15 @@ def run_ids(runs_root: Path) -> list[str]:
 
 
 def run_picker_update(runs_root: Path, selected: str | None) -> dict:
-    """Fresh choices for a run dropdown, keeping `selected` when it still exists, else the newest run."""
+    """Fresh choices for a run dropdown, keeping `selected`, else picking the newest run.
+
+    A picked run whose directory was deleted stays picked, listed as deleted, so the tab says so
+    (see `missing_run_notice`) instead of quietly showing, or acting on, another run.
+    """
     choices = run_ids(runs_root)
-    value = selected if selected in choices else (choices[0] if choices else None)
-    return gr.update(choices=choices, value=value)
+    if selected and selected not in choices:
+        return gr.update(choices=[*choices, (f"{selected} (deleted)", selected)], value=selected)
+    return gr.update(choices=choices, value=selected or (choices[0] if choices else None))
 
 
 def resolve_run(runs_root: Path, run_id: str | None) -> Path | None:
@@ -39,6 +44,11 @@ def notice(text: str, kind: str = "info") -> str:
         return ""
     body = "<br>".join(html.escape(line) for line in text.strip().splitlines())
     return f'<div class="notice notice-{kind}">{body}</div>'
+
+
+def missing_run_notice(run_id: str) -> str:
+    """What a tab shows in place of a run whose directory has gone."""
+    return notice(f"Run {run_id} no longer exists: its directory was deleted or moved. Choose another run.", "warn")
 
 
 def problems_notice(title: str, problems: list[str]) -> str:

@@ -29,7 +29,7 @@ from rft.config import ConfigError
 from rft.policies import resolve_policy
 from rft.rewards import RewardCodeError
 from rft.runs import read_config
-from ui.common import notice, resolve_run, run_picker_update
+from ui.common import missing_run_notice, notice, resolve_run, run_picker_update
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
 
 EMPTY_SIDE = pd.DataFrame(columns=["#", "completion", "total"])
@@ -98,8 +98,9 @@ def build(runs_root: Path) -> CompareTab:
         """The run's dataset prompts, its stored prompts and its sampling settings."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
-            return (gr.update(choices=[], value=None), gr.update(choices=[], value=None), gr.skip(), gr.skip(),
-                    notice("Choose a run: its dataset gives the prompts and its reward functions score them."))
+            message = missing_run_notice(run_id) if run_id else \
+                notice("Choose a run: its dataset gives the prompts and its reward functions score them.")
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None), gr.skip(), gr.skip(), message
         try:
             config = read_config(run_dir)
             prompts = dataset_prompts(config)

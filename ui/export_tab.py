@@ -12,7 +12,7 @@ import gradio as gr
 from rft.config import ConfigError
 from rft.export import ExportError, export_for_dashboard, exports_root
 from rft.runs import list_checkpoints
-from ui.common import notice, resolve_run, run_picker_update
+from ui.common import missing_run_notice, notice, resolve_run, run_picker_update
 from ui.policy_picker import POLICY_FAILURES
 
 
@@ -41,7 +41,10 @@ def build(runs_root: Path) -> ExportTab:
     def on_run_change(run_id):
         run_dir = resolve_run(runs_root, run_id)
         steps = list_checkpoints(run_dir) if run_dir else []
-        hint = "" if steps or run_dir is None else notice("This run has no checkpoint yet.", "info")
+        if run_dir is None:
+            hint = missing_run_notice(run_id) if run_id else ""
+        else:
+            hint = "" if steps else notice("This run has no checkpoint yet.", "info")
         return gr.update(choices=steps, value=steps[-1] if steps else None), hint, gr.update(visible=False)
 
     def run_export(run_id, step_value, with_merged):

@@ -13,7 +13,7 @@ import pandas as pd
 from rft.config import ConfigError
 from rft.inspect_tokens import InspectError, TokenReport, inspect_completion, inspectable_steps
 from rft.runs import read_config, read_rollouts
-from ui.common import notice, resolve_run, run_picker_update
+from ui.common import missing_run_notice, notice, resolve_run, run_picker_update
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES
 
 EXPLANATION = (
@@ -58,6 +58,8 @@ def build(runs_root: Path) -> InspectTab:
 
     def on_run_change(run_id):
         run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None and run_id:
+            return gr.update(choices=[], value=None), missing_run_notice(run_id)
         steps = inspectable_steps(run_dir) if run_dir else []
         if run_dir is not None and not steps:
             return gr.update(choices=[], value=None), notice(

@@ -17,7 +17,7 @@ import gradio as gr
 from rft.monitoring import change_signature, downsample, reward_function_names, run_progress
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status, tail_logs
 from ui import charts
-from ui.common import resolve_run, run_picker_update, state_badge
+from ui.common import missing_run_notice, resolve_run, run_picker_update, state_badge
 
 REFRESH_S = 1.5
 LOG_LINES = 300
@@ -67,8 +67,9 @@ def build(runs_root: Path) -> MonitorTab:
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
             empty = [charts.empty_figure("", "choose a run") for _ in plots]
-            return ('<span class="muted">No run chosen: launch one in Train or pick one above.</span>',
-                    *empty, "", None, gr.Timer(active=False))
+            message = missing_run_notice(run_id) if run_id else \
+                '<span class="muted">No run chosen: launch one in Train or pick one above.</span>'
+            return message, *empty, "", None, gr.Timer(active=False)
         signature = change_signature(run_dir)
         status = read_status(run_dir)
         state = effective_state(status)

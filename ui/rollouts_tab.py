@@ -24,7 +24,7 @@ from rft.monitoring import (
     suspect_count,
 )
 from rft.runs import ACTIVE_STATES, effective_state, read_rollouts, read_status, rollout_steps
-from ui.common import resolve_run, run_picker_update
+from ui.common import missing_run_notice, resolve_run, run_picker_update
 
 REFRESH_S = 2.0
 SORTS = ("total", "advantage", "tokens", "group")
@@ -62,11 +62,17 @@ def build(runs_root: Path) -> RolloutsTab:
     timer = gr.Timer(REFRESH_S)
     view_inputs = [run, step, task_function, view, sort]
     view_outputs = [summary, best, worst, groups, completions, task_function]
+    panels = view_outputs[:5]
+
+    def nothing_to_show(run_id):
+        """The panels without a run: why (none chosen, or its directory is gone), and nothing else."""
+        message = missing_run_notice(run_id) if run_id else '<span class="muted">Choose a run.</span>'
+        return message, "", "", None, None
 
     def render(run_id, step_value, task, view_name, sort_by):
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
-            return ('<span class="muted">Choose a run.</span>', "", "", None, None, gr.update(choices=[], value=None))
+            return *nothing_to_show(run_id), gr.update(choices=[], value=None)
         record = read_rollouts(run_dir, int(step_value)) if step_value else None
         if record is None:
             return ('<span class="muted">No rollouts for this step yet.</span>', "", "", None, None, gr.skip())
@@ -87,14 +93,17 @@ def build(runs_root: Path) -> RolloutsTab:
                 gr.update(choices=functions, value=task))
 
     def follow_latest(run_id, following, last_signature):
-        """On a tick: move the slider to the newest step when new rollouts arrived."""
+        """On a tick: move the slider to the newest step when new rollouts arrived, or empty the
+        panels when the run's directory has gone (no step change would redraw them)."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
-            return gr.skip(), None, gr.Timer(active=False)
+            return gr.skip(), None, gr.Timer(active=False), *nothing_to_show(run_id)
+        unchanged_panels = [gr.skip()] * len(panels)
         signature = change_signature(run_dir)
         if signature == last_signature:
-            return gr.skip(), signature, gr.Timer(active=effective_state(read_status(run_dir)) in ACTIVE_STATES)
-        return slider_update(run_dir, following), signature, gr.Timer(active=True)
+            keep_polling = effective_state(read_status(run_dir)) in ACTIVE_STATES
+            return gr.skip(), signature, gr.Timer(active=keep_polling), *unchanged_panels
+        return slider_update(run_dir, following), signature, gr.Timer(active=True), *unchanged_panels
 
     def slider_update(run_dir: Path, to_latest: bool):
         steps = rollout_steps(run_dir)
@@ -117,9 +126,9 @@ def build(runs_root: Path) -> RolloutsTab:
     for control in (step, task_function, view, sort):
         control.change(render, view_inputs, view_outputs, show_progress="hidden")
     run.change(render, view_inputs, view_outputs, show_progress="hidden")
-    timer.tick(follow_latest, [run, follow, seen], [step, seen, timer], show_progress="hidden")
+    timer.tick(follow_latest, [run, follow, seen], [step, seen, timer, *panels], show_progress="hidden")
     refresh.click(lambda run_id: (run_picker_update(runs_root, run_id), None), run, [run, seen]).then(
-        follow_latest, [run, follow, seen], [step, seen, timer])
+        follow_latest, [run, follow, seen], [step, seen, timer, *panels])
     follow.change(lambda run_id, on: slider_update(resolve_run(runs_root, run_id), on)
                   if on and resolve_run(runs_root, run_id) else gr.skip(), [run, follow], step)
 

@@ -12,7 +12,7 @@ from rft import evaluation
 from rft.monitoring import downsample, runs_frame
 from rft.runs import delete_run, list_runs, read_metrics
 from ui import charts
-from ui.common import notice, resolve_run
+from ui.common import missing_run_notice, notice, resolve_run
 
 COMPARE_DEFAULT = 3  # newest runs overlaid when the tab first loads
 
@@ -59,6 +59,11 @@ def build(runs_root: Path) -> RunsTab:
         keep = current if current in ids else (ids[0] if ids else None)
         chosen = [run_id for run_id in (compared or []) if run_id in ids] or ids[:COMPARE_DEFAULT]
         return runs_frame(runs), gr.update(choices=ids, value=keep), gr.update(choices=ids, value=chosen)
+
+    def reload_table(current, compared):
+        """The table afresh; a selected run that has gone since is named, as the selection moves on."""
+        gone = current and resolve_run(runs_root, current) is None
+        return *load_table(current, compared), missing_run_notice(current) if gone else gr.skip()
 
     def pick_row(frame, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
@@ -111,7 +116,7 @@ def build(runs_root: Path) -> RunsTab:
         except Exception as exc:  # a model that cannot load, a run without an evaluator: say so, keep the page
             return f"Evaluation failed: {type(exc).__name__}: {exc}"
 
-    refresh.click(load_table, [selected, compare], [table, selected, compare])
+    refresh.click(reload_table, [selected, compare], [table, selected, compare, message])
     selected.change(list_checkpoints_of, selected, checkpoint)
     run_eval.click(evaluate, [selected, checkpoint, count], eval_result)
     table.select(pick_row, table, selected)
@@ -121,4 +126,4 @@ def build(runs_root: Path) -> RunsTab:
     compare.change(draw_overlay, compare, overlay)
 
     return RunsTab(selected=selected, open_monitor=open_monitor, open_rollouts=open_rollouts,
-                   on_load=(load_table, [selected, compare], [table, selected, compare]))
+                   on_load=(reload_table, [selected, compare], [table, selected, compare, message]))

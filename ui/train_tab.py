@@ -21,7 +21,7 @@ from rft.config import ConfigError, DataConfig, RunConfig
 from rft.data import SUPPORTED_SUFFIXES, preset_names
 from rft.monitoring import run_progress
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status
-from ui.common import notice, problems_notice, resolve_run, state_badge
+from ui.common import missing_run_notice, notice, problems_notice, resolve_run, state_badge
 
 UPLOAD_CHOICE = "Uploaded file"
 DEFAULT_PRESET = "wordle"
@@ -251,7 +251,8 @@ def build(runs_root: Path) -> TrainTab:
         except ConfigError as exc:
             return gr.skip(), problems_notice("Cannot launch:", exc.problems), gr.skip()
         except jobs.JobError as exc:
-            return gr.skip(), notice(f"Cannot launch: {exc}", "warn"), gr.skip()
+            # The job that is in the way becomes this page's current one, so Stop here acts on it.
+            return reattach(), notice(f"Cannot launch: {exc}", "warn"), gr.skip()
         except Exception as exc:
             return gr.skip(), notice(f"Launch failed: {type(exc).__name__}: {exc}", "error"), gr.skip()
         message = notice(f"Started run {run_dir.name}. Watch it in Monitor; it keeps training if you close "
@@ -297,7 +298,9 @@ def build(runs_root: Path) -> TrainTab:
         """The job line, and whether to keep polling: only while the job can still change by itself."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
-            return '<span class="muted">No job yet: configure a run and press Launch.</span>', gr.Timer(active=False)
+            message = missing_run_notice(run_id) if run_id else \
+                '<span class="muted">No job yet: configure a run and press Launch.</span>'
+            return message, gr.Timer(active=False)
         status = read_status(run_dir)
         state = effective_state(status)
         progress = run_progress(state, status, read_metrics(run_dir) if state in ACTIVE_STATES else pd.DataFrame())
