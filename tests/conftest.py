@@ -1,8 +1,4 @@
-"""Shared fixtures: the bundled model's tokenizer and a tiny random model built on it.
-
-The tiny model is a real Llama (2 layers, width 64) saved as an HF directory, so tests go through
-the same loading, LoRA and generation paths as the bundled model, in seconds.
-"""
+"""Shared fixtures: the bundled model's tokenizer and a tiny random model built on it (tiny_model.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -17,38 +14,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def bundled_model_dir() -> Path:
     """The bundled SmolLM2 converted to safetensors (converted once, then cached)."""
-    from rft.config import BUNDLED_MODEL
-    from rft.models import resolve_model_dir
-
-    return Path(resolve_model_dir(BUNDLED_MODEL))
+    return tiny_model.bundled_model_dir()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        initializer_range=0.2,  # wide enough logits that a policy can move within a few steps
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_model.build_tiny_model(tmp_path_factory.mktemp("tiny-model"), bundled_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -7,24 +7,10 @@ Screenshots land in tests/artifacts/screenshots/ for review.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zipfile
 
 import pytest
-from test_dashboard import (
-    PROJECT_ROOT,
-    browser,  # noqa: F401  (a fixture: Chromium, shared with the other browser test)
-    free_port,
-    open_tab,
-    page,  # noqa: F401  (a fixture)
-    screenshot,
-    set_number,
-    wait_for_http,
-    wait_for_text,
-    wait_until,
-)
+from dashboard_driver import open_tab, running_dashboard, screenshot, set_number, wait_for_text, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -35,19 +21,8 @@ PERSON_GUESSES = ("stare", "pound", "light", "mercy", "bigot", "fuzzy")  # none 
 def dashboard_with_run(tiny_run_dir):
     """`python app.py` over the runs directory that holds the tiny run; yields (url, run directory)."""
     runs_dir = tiny_run_dir.parent
-    port = free_port()
-    log = open(runs_dir.parent / "dashboard-more-tabs.log", "w")
-    env = dict(os.environ, RFT_RUNS_DIR=str(runs_dir), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs_dir)],
-                               cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for_http(url, process)
+    with running_dashboard(runs_dir, runs_dir.parent / "dashboard-more-tabs.log") as (url, _):
         yield url, tiny_run_dir
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
 def wait_for_choice(page, element_id: str, pattern: str) -> str:
@@ -55,7 +30,7 @@ def wait_for_choice(page, element_id: str, pattern: str) -> str:
     return wait_until(page.locator(f"#{element_id} input").input_value, pattern)
 
 
-def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):  # noqa: F811
+def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
     url, run_dir = dashboard_with_run
     page.goto(url)
     page.get_by_role("tab", name="Train", exact=True).wait_for()
