@@ -13,8 +13,9 @@ TEST_STAMP := $(VENV)/.test-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: run test setup bench faults clean-venv
+.PHONY: run test setup bench faults soak clean-venv
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -44,6 +45,11 @@ test: $(TEST_STAMP)
 # The fault suite with repeated SIGKILLs, then its table: fault, times tried, survived, data lost.
 faults: $(TEST_STAMP)
 	$(PYTHON) scripts/fault_report.py $(PYTEST_ARGS)
+
+# 300 GRPO steps of a tiny model with the dashboard open in Chromium: the UI's memory and response
+# time from start to end (SOAK_ARGS="--steps N --samples K" for another length).
+soak: $(TEST_STAMP)
+	PYTHONPATH=. $(PYTHON) tests/soak.py $(SOAK_ARGS)
 
 # TRL's GRPOTrainer against ours on identical work; BENCH_ARGS=--scaling for the size grid.
 bench: $(BENCH_STAMP)
