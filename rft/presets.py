@@ -56,7 +56,7 @@ def arithmetic() -> RunConfig:
         rewards=RewardsConfig(source=reward_source()),
         sampling=SamplingConfig(num_generations=8, max_completion_length=64, temperature=1.0),
         grpo=GRPOConfig(beta=0.04, loss_type="grpo"),
-        optim=OptimConfig(learning_rate=2e-5, prompts_per_step=2),
+        optim=OptimConfig(learning_rate=5e-5, prompts_per_step=2),
         schedule=ScheduleConfig(max_steps=40, save_every=10),
         sft=SFTConfig(enabled=True, examples=512, epochs=1.0, learning_rate=5e-4, batch_size=16, max_length=256),
     )
