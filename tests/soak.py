@@ -7,8 +7,8 @@ Starts the dashboard as a subprocess over a scratch runs directory, opens its Mo
 Chromium (whose timers poll the run the whole time), starts a run through rft.jobs (what the Launch
 button calls), and samples at the start and at the end (each once the Monitor shows it) and evenly
 between: the trainer's step, the step the Monitor shows, the dashboard process's resident memory,
-and how long the dashboard takes to answer a page request. It prints the figures and judges nothing: a growing memory or response
-time is for the reader to see.
+and how long the dashboard takes to answer a page request. It prints the figures and judges
+nothing: a growing memory or response time is for the reader to see.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def run_soak(model_dir: Path, steps: int, samples: int, workdir: Path, report=pr
                     raise RuntimeError(f"the soak's run failed: {status.get('error')}")
                 reached_s = time.time() - began
                 if target in (0, steps):  # the start and the end are sampled once the Monitor shows them
-                    wait_for(lambda: monitor_shows(page, target), MONITOR_CATCH_UP_S, f"the Monitor to show step {target}")
+                    wait_for(lambda: monitor_shows(page, target), MONITOR_CATCH_UP_S,
+                             f"the Monitor to show step {target}")
                 sample = Sample(reached_s, int(status.get("step") or 0), monitor_step(page),
                                 ui_process.memory_info().rss / 2**20, response_ms(url))
                 taken.append(sample)
@@ -135,7 +136,8 @@ def summary(samples: list[Sample]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="GRPO steps of the run")
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="rows of the table, start and end included")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                        help="rows of the table, start and end included")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.samples < 2:
         parser.error("--steps must be at least 1 and --samples at least 2")

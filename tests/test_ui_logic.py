@@ -232,7 +232,8 @@ def test_a_run_picker_keeps_a_deleted_run_picked_and_marked(tmp_path):
     shutil.rmtree(tmp_path / "20250102-000000-deleted")
     update = run_picker_update(tmp_path, "20250102-000000-deleted")
     assert update["value"] == "20250102-000000-deleted"
-    assert update["choices"] == ["20250101-000000-kept", ("20250102-000000-deleted (deleted)", "20250102-000000-deleted")]
+    assert update["choices"] == ["20250101-000000-kept",
+                                 ("20250102-000000-deleted (deleted)", "20250102-000000-deleted")]
     assert run_picker_update(tmp_path, None)["value"] == "20250101-000000-kept"
 
 
