@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from rft import data as datasets
-from rft import sft
+from rft import presets, sft
 from rft.config import LOSS_TYPES, LR_SCHEDULERS, SCALE_REWARDS, ConfigError, DataConfig, RunConfig
 
 UPLOADS_FOLDER = "uploads"
@@ -216,6 +216,17 @@ def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
     except datasets.DatasetError:
         return False
     return True
+
+
+def recipe_for(dataset_choice: str) -> RunConfig | None:
+    """The recipe (reward code and hyperparameters) made for a built-in dataset, when it has one."""
+    return presets.PRESETS[dataset_choice]() if dataset_choice in presets.PRESETS else None
+
+
+def is_untouched_recipe_code(source: str) -> bool:
+    """Whether reward code is exactly some recipe's own, unedited: it belongs to that recipe's
+    dataset, so choosing another dataset may replace it without losing anything the user wrote."""
+    return any(source.strip() == make().rewards.source.strip() for make in presets.PRESETS.values())
 
 
 def weights_table(functions, weights: dict[str, float]) -> pd.DataFrame:

@@ -107,6 +107,15 @@ def test_dataset_preview_reports_problems_instead_of_raising(tmp_path):
     assert failed.rows == [] and "no 'prompt' column" in failed.message
 
 
+def test_built_in_datasets_have_recipes_and_untouched_recipe_code_is_recognised():
+    arithmetic = form.recipe_for("arithmetic")
+    assert arithmetic.data.preset == "arithmetic" and "def correct_answer" in arithmetic.rewards.source
+    assert form.recipe_for("wordle").sft.enabled and form.recipe_for("Uploaded file") is None
+    wordle_code = form.recipe_for("wordle").rewards.source
+    assert form.is_untouched_recipe_code(wordle_code) and form.is_untouched_recipe_code(wordle_code + "\n\n")
+    assert not form.is_untouched_recipe_code(wordle_code + "\ndef mine(prompt, completion, example):\n    return 1.0\n")
+
+
 def test_weights_table_round_trip_and_bad_weight():
     from rft.rewards import check
 

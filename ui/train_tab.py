@@ -96,10 +96,13 @@ def build(runs_root: Path) -> TrainTab:
             gr.Markdown("### Dataset")
             with gr.Row():
                 dataset_choice = gr.Dropdown(datasets, value=datasets[0], label="Source", scale=2,
-                                             info="Built-in presets, or upload a file")
+                                             info="Built-in presets, or upload a file", elem_id="dataset-choice")
                 prompt_column = gr.Textbox(config.data.prompt_column, label="Prompt column", scale=1, min_width=100)
-            upload = gr.UploadButton("Upload JSONL / CSV / Parquet…", file_types=list(SUPPORTED_SUFFIXES),
-                                     size="sm", elem_id="dataset-upload")
+            with gr.Row(elem_classes="toolbar"):
+                upload = gr.UploadButton("Upload JSONL / CSV / Parquet…", file_types=list(SUPPORTED_SUFFIXES),
+                                         size="sm", elem_id="dataset-upload")
+                load_recipe = gr.Button("Load this dataset's recipe", size="sm", elem_id="load-recipe",
+                                        visible=form.recipe_for(datasets[0]) is not None)
             upload_path = gr.State(None)
             dataset_message = gr.HTML(elem_id="dataset-message")
             preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, max_height=260,
@@ -192,14 +195,44 @@ def build(runs_root: Path) -> TrainTab:
         kind = "ok" if result.rows else "error"
         return result.frame, result.rows, notice(result.message, kind), result.has_demonstrations
 
+    sft_enabled = field_inputs["sft.enabled"]
+    recipe_outputs = [run_name, reward_code, weights, *field_inputs.values(), check_message]
+
+    def recipe_updates(choice):
+        """The form set to the dataset's recipe: its name, reward code and weights, every hyperparameter."""
+        recipe = form.recipe_for(choice)
+        if recipe is None:
+            return *[gr.skip()] * (len(recipe_outputs) - 1), notice(f"{choice} has no recipe; nothing changed.", "info")
+        found = rewards.check(recipe.rewards.source)
+        return (recipe.name, recipe.rewards.source, form.weights_table(found.functions, recipe.rewards.weights),
+                *form.field_values(recipe),
+                notice(f"Loaded the {choice} recipe: its reward functions and hyperparameters.", "ok"))
+
+    def switch_dataset(choice, stored, column, code):
+        """A preset with a recipe brings it along when the reward code is some recipe's own, unedited;
+        edited code is never replaced without the user asking (the Load button)."""
+        frame, rows, message, demonstrations = choose_dataset(choice, stored, column)
+        has_recipe = form.recipe_for(choice) is not None
+        if has_recipe and form.is_untouched_recipe_code(code or ""):
+            return frame, rows, message, gr.update(visible=True), *recipe_updates(choice)
+        keep = [gr.skip()] * len(recipe_outputs)
+        keep[recipe_outputs.index(sft_enabled)] = demonstrations
+        if has_recipe:
+            keep[-1] = notice(f"Your edited reward code was kept. The {choice} dataset has a recipe of its own: "
+                              "“Load this dataset's recipe” replaces the reward code and hyperparameters with it.",
+                              "info")
+        return frame, rows, message, gr.update(visible=has_recipe), *keep
+
     def on_upload(file, column):
         if file is None:
-            return gr.skip(), None, *choose_dataset(UPLOAD_CHOICE, None, column)
+            return gr.skip(), None, *choose_dataset(UPLOAD_CHOICE, None, column), gr.skip()
         try:
             stored = str(form.store_upload(file, runs_root))
         except OSError as exc:
-            return gr.skip(), None, None, [], notice(f"Could not keep the uploaded file: {exc}", "error"), gr.skip()
-        return UPLOAD_CHOICE, stored, *choose_dataset(UPLOAD_CHOICE, stored, column)
+            return (gr.skip(), None, None, [], notice(f"Could not keep the uploaded file: {exc}", "error"), gr.skip(),
+                    gr.skip())
+        # An uploaded file has no recipe of its own.
+        return UPLOAD_CHOICE, stored, *choose_dataset(UPLOAD_CHOICE, stored, column), gr.update(visible=False)
 
     def insert_library(code, name):
         if not name:
@@ -314,12 +347,13 @@ def build(runs_root: Path) -> TrainTab:
         active = jobs.active_jobs(runs_root)
         return active[0].run_id if active else gr.skip()
 
-    sft_enabled = field_inputs["sft.enabled"]
     upload.upload(on_upload, [upload, prompt_column],
-                  [dataset_choice, upload_path, preview, preview_rows, dataset_message, sft_enabled])
-    for trigger in (dataset_choice.input, prompt_column.submit):
-        trigger(choose_dataset, [dataset_choice, upload_path, prompt_column],
-                [preview, preview_rows, dataset_message, sft_enabled])
+                  [dataset_choice, upload_path, preview, preview_rows, dataset_message, sft_enabled, load_recipe])
+    dataset_choice.input(switch_dataset, [dataset_choice, upload_path, prompt_column, reward_code],
+                         [preview, preview_rows, dataset_message, load_recipe, *recipe_outputs])
+    prompt_column.submit(choose_dataset, [dataset_choice, upload_path, prompt_column],
+                         [preview, preview_rows, dataset_message, sft_enabled])
+    load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
     insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
     check.click(check_code, [reward_code, weights], [check_message, weights])
     try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_driver import (
-    REWARD_CODE,
+    choose,
     open_tab,
     screenshot,
     set_code,
@@ -23,7 +23,15 @@ from dashboard_driver import (
 
 pytestmark = pytest.mark.browser
 
-MAX_STEPS = 12
+MAX_STEPS = 30
+# A fifth of a second per completion: on any machine the run is still going when the test stops it.
+REWARD_CODE = (
+    "import time\n\n\n"
+    "def brevity(prompt, completion, example):\n"
+    '    """Shorter completions score higher."""\n'
+    "    time.sleep(0.2)\n"
+    "    return -len(completion) / 100\n"
+)
 BROKEN_CODE = "def brevity(prompt, completion, example)\n    return 1.0\n"
 
 
@@ -39,6 +47,15 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     wait_for_text(page.locator("#check-message"), r"reward functions? found")
     screenshot(page, "1-train")
 
+    # A built-in dataset brings its recipe while the reward code is a recipe's own, unedited ...
+    choose(page, "dataset-choice", "arithmetic")
+    wait_for_text(page.locator("#check-message"), r"Loaded the arithmetic recipe")
+    assert "def correct_answer" in page.locator("#reward-code .cm-content").inner_text()
+    assert page.locator("#run-name textarea, #run-name input").first.input_value() == "arithmetic"
+    choose(page, "dataset-choice", "wordle")
+    wait_for_text(page.locator("#check-message"), r"Loaded the wordle recipe")
+    assert "def guess_value" in page.locator("#reward-code .cm-content").inner_text()
+
     # Bad reward code: the syntax error and its line reach the UI.
     set_code(page, BROKEN_CODE)
     page.locator("#check-rewards").click()
@@ -48,11 +65,18 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     page.locator("#check-rewards").click()
     wait_for_text(page.locator("#check-message"), r"1 reward function found:[\s\S]*brevity \(per-sample")
 
+    # ... and edited code stays until the user asks for the recipe.
+    choose(page, "dataset-choice", "arithmetic")
+    wait_for_text(page.locator("#check-message"), r"Your edited reward code was kept")
+    assert "def brevity" in page.locator("#reward-code .cm-content").inner_text()
+    assert page.locator("#load-recipe").is_visible()
+
     dataset = write_word_prompts(tmp_path / "words.jsonl")
     with page.expect_file_chooser() as chooser:
         page.locator("#dataset-upload").click()
     chooser.value.set_files(str(dataset))
     wait_for_text(page.locator("#dataset-message"), r"words\.jsonl: 6 rows")
+    assert not page.locator("#load-recipe").is_visible()  # an uploaded file has no recipe
     assert "Say a word like apple." in page.locator("#dataset-preview").inner_text()
 
     page.locator("#pasted-completion textarea").fill("hello there")
@@ -89,17 +113,11 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     wait_for_text(page.locator("#job-status"), r"browser-test")
 
     open_tab(page, "Monitor")
-    wait_for_text(page.locator("#monitor-progress"), r"step ([2-9]|1\d) of 12", timeout_s=90)
+    wait_for_text(page.locator("#monitor-progress"), rf"step ([2-9]|[12]\d) of {MAX_STEPS}", timeout_s=90)
     page.locator("#chart-reward .scatterlayer .trace").first.wait_for()
     page.locator("#chart-groups .boxlayer .trace").first.wait_for()
     wait_until(page.locator("#monitor-logs textarea").input_value, r"dataset: 6 prompts")
     screenshot(page, "2-monitor")
-
-    open_tab(page, "Rollouts")
-    wait_for_text(page.locator("#rollouts-table"), r"-0\.\d{3}")
-    wait_for_text(page.locator("#rollouts-best"), r"Best completion: total")
-    assert "Say a word like" in page.locator("#rollouts-groups").inner_text()
-    screenshot(page, "3-rollouts")
 
     open_tab(page, "Train")
     page.locator("#stop").click()
@@ -108,13 +126,21 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     stopped_at = run_status(runs_dir)["step"]
     assert 2 <= stopped_at < MAX_STEPS
 
+    open_tab(page, "Rollouts")
+    wait_for_text(page.locator("#rollouts-table"), r"-0\.\d{3}")
+    wait_for_text(page.locator("#rollouts-best"), r"Best completion: total")
+    assert "Say a word like" in page.locator("#rollouts-groups").inner_text()
+    screenshot(page, "3-rollouts")
+
+    open_tab(page, "Train")
+
     page.locator("#resume").click()
     wait_for_text(page.locator("#job-message"), r"Resuming")
-    wait_for_text(page.locator("#job-status"), r"(?i)finished", timeout_s=120)
+    wait_for_text(page.locator("#job-status"), r"(?i)finished", timeout_s=180)
     assert run_status(runs_dir)["step"] == MAX_STEPS
 
     open_tab(page, "Monitor")
-    wait_for_text(page.locator("#monitor-progress"), r"step 12 of 12")
+    wait_for_text(page.locator("#monitor-progress"), rf"step {MAX_STEPS} of {MAX_STEPS}")
 
     open_tab(page, "Runs")
     wait_for_text(page.locator("#runs-table"), r"browser-test[\s\S]*finished")
@@ -122,7 +148,7 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     screenshot(page, "4-runs")
 
     page.get_by_role("button", name="Open in Rollouts").click()
-    wait_for_text(page.locator("#rollouts-summary"), r"Step 12")
+    wait_for_text(page.locator("#rollouts-summary"), rf"Step {MAX_STEPS}")
 
     open_tab(page, "Runs")
     page.locator("#runs-delete").click()
