@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from rft.monitoring import downsample, reward_function_names
+
 PALETTE = ["#4f46e5", "#0d9488", "#d97706", "#db2777", "#2563eb", "#65a30d", "#9333ea", "#0891b2"]
 ZERO_SPREAD_COLOR = "#dc2626"  # reserved: no palette colour may look like it
 CHART_HEIGHT = 230
@@ -201,3 +203,22 @@ def reward_overlay_chart(curves: dict[str, pd.Series]) -> go.Figure:
     figure.update_layout(showlegend=True, legend={"orientation": "v", "y": 1, "yanchor": "top", "x": 1.01, "xanchor": "left"},
                          margin={"r": 160})
     return figure
+
+
+def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame) -> dict[str, go.Figure]:
+    """Every chart the Monitor tab shows for a run, by the name its layout uses. Long runs are
+    downsampled, except in the group chart, which shows only the last steps exactly."""
+    shown = downsample(metrics)
+    return {
+        "reward": reward_chart(shown),
+        "functions": reward_functions_chart(shown, reward_function_names(metrics)),
+        "groups": group_rewards_chart(metrics),
+        "kl": kl_chart(shown),
+        "loss": loss_chart(shown),
+        "clip": clip_chart(shown),
+        "entropy": entropy_chart(shown),
+        "length": completion_length_chart(shown),
+        "time": step_time_chart(shown),
+        "speed": throughput_chart(shown),
+        "sft": sft_loss_chart(downsample(sft_metrics)),
+    }

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rft.monitoring import change_signature, downsample, reward_function_names, run_progress
+from rft.monitoring import change_signature, run_progress
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status, tail_logs
 from ui import charts
 from ui.common import missing_run_notice, resolve_run, run_picker_update, state_badge
@@ -77,22 +77,9 @@ def build(runs_root: Path) -> MonitorTab:
             # Unchanged: redraw nothing; an ended run will not change again, so stop polling it.
             keep_polling = state in ACTIVE_STATES
             return (*[gr.skip()] * (len(outputs) - 1), gr.Timer(active=keep_polling))
-        metrics = read_metrics(run_dir)
-        shown = downsample(metrics)
-        figures = {
-            "reward": charts.reward_chart(shown),
-            "functions": charts.reward_functions_chart(shown, reward_function_names(metrics)),
-            "groups": charts.group_rewards_chart(metrics),
-            "kl": charts.kl_chart(shown),
-            "loss": charts.loss_chart(shown),
-            "clip": charts.clip_chart(shown),
-            "entropy": charts.entropy_chart(shown),
-            "length": charts.completion_length_chart(shown),
-            "time": charts.step_time_chart(shown),
-            "speed": charts.throughput_chart(shown),
-        }
-        sft_metrics = read_sft_metrics(run_dir)
-        figures["sft"] = gr.Plot(charts.sft_loss_chart(downsample(sft_metrics)), visible=not sft_metrics.empty)
+        metrics, sft_metrics = read_metrics(run_dir), read_sft_metrics(run_dir)
+        figures: dict = charts.monitor_figures(metrics, sft_metrics)
+        figures["sft"] = gr.Plot(figures["sft"], visible=not sft_metrics.empty)
         return (progress_html(run_id, state, status, metrics), *[figures[name] for name in plots],
                 tail_logs(run_dir, LOG_LINES), signature, gr.Timer(active=True))
 
