@@ -61,6 +61,26 @@ class MicroBatch:
     loss_mask: torch.Tensor  # [B, Lc]: completion mask, minus masked truncated completions
 
 
+@dataclass
+class StepOutcome:
+    """What one process's step adds to the step's metrics row, rollouts and log; under a launcher
+    the main process pools every process's outcome before writing."""
+
+    groups: list[dict]  # rollout_records: one per prompt group
+    zero_std_groups: list[bool]
+    stats: dict[str, list[float]]  # optimise(): loss, kl, ... one value per micro-batch pass
+    log_lines: list[str]  # a follower's log lines, for the main process to write
+
+    @staticmethod
+    def pooled(outcomes: list[StepOutcome]) -> StepOutcome:
+        return StepOutcome(
+            groups=[group for outcome in outcomes for group in outcome.groups],
+            zero_std_groups=[flag for outcome in outcomes for flag in outcome.zero_std_groups],
+            stats={key: [value for outcome in outcomes for value in outcome.stats[key]] for key in outcomes[0].stats},
+            log_lines=[line for outcome in outcomes for line in outcome.log_lines],
+        )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -260,9 +280,9 @@ class Trainer:
         timings["train"] += time.perf_counter() - started
         return stats
 
-    def metrics_row(self, step: int, groups: list[dict], zero_std: list[bool], stats: dict, timings: dict,
-                    step_seconds: float) -> dict:
-        """The step's metrics, from its groups as `rollout_records` gives them (every process's)."""
+    def metrics_row(self, step: int, outcome: StepOutcome, timings: dict, step_seconds: float) -> dict:
+        """The step's metrics, from its (pooled) outcome."""
+        groups, stats = outcome.groups, outcome.stats
 
         def pooled(key: str) -> torch.Tensor:
             return torch.tensor([value for group in groups for value in group[key]], dtype=torch.float64)
@@ -292,7 +312,7 @@ class Trainer:
             "advantages/std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
             "advantages/min": float(advantages.min()),
             "advantages/max": float(advantages.max()),
-            "frac_reward_zero_std": float(np.mean(zero_std)),
+            "frac_reward_zero_std": float(np.mean(outcome.zero_std_groups)),
             "loss": mean(stats["loss"]),
             "kl": mean(stats["kl"]),
             "entropy": mean(stats["entropy"]),
@@ -416,18 +436,16 @@ class Trainer:
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
             stats = self.optimise(batches, timings)
             fault_point("optimizer", step)
-            shares = self.processes.gather_at_main((self.rollout_records(batches),
-                                                    [bool(z) for b in batches for z in b.zero_std_groups],
-                                                    stats, self.writer.take_lines()))
+            outcomes = self.processes.gather_at_main(StepOutcome(
+                self.rollout_records(batches), [bool(flag) for b in batches for flag in b.zero_std_groups], stats,
+                self.writer.take_lines()))
             stop = self.processes.from_main(self.writer.stop_requested())
             if main:
-                groups = [group for records, _, _, _ in shares for group in records]
-                zero_std = [flag for _, flags, _, _ in shares for flag in flags]
-                pooled_stats = {key: [v for _, _, share, _ in shares for v in share[key]] for key in stats}
-                for line in (line for _, _, _, lines in shares for line in lines):
+                outcome = StepOutcome.pooled(outcomes)
+                for line in outcome.log_lines:
                     self.writer.log(line)
-                row = self.metrics_row(step, groups, zero_std, pooled_stats, timings, time.perf_counter() - step_started)
-                self.writer.append_rollouts(step, groups)
+                row = self.metrics_row(step, outcome, timings, time.perf_counter() - step_started)
+                self.writer.append_rollouts(step, outcome.groups)
                 fault_point("metrics", step)
                 self.writer.append_metrics(row)
                 bar.update(1)
