@@ -27,8 +27,11 @@ class Task:
 
 
 def _wordle(model, tokenizer, count: int, seed: int) -> dict:
+    import torch
+
     from rft.wordle.evaluate import evaluate, evaluation_secrets
 
+    torch.manual_seed(seed)  # the games sample their guesses: the same seed, the same games, as in the CLI
     return evaluate(model, tokenizer, evaluation_secrets(count, seed))
 
 

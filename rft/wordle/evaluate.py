@@ -3,7 +3,10 @@
     python -m rft eval wordle --model M [--adapter DIR] --games N --seed S [--out FILE.json]
                               [--max-new-tokens K] [--temperature T] [--batch-size B] [--device D]
 
-Decoding is greedy unless a temperature is given. Invalid guesses use up a turn, as in play.py.
+Decoding samples at temperature 0.7, seeded, by default. Greedy decoding (--temperature 0) says
+little here: every game's first prompt is the same, so every game opens with the same guess, and
+an invalid guess leaves the prompt unchanged (it uses up a turn, as in play.py, and adds no
+feedback), so greedy decoding repeats it for the rest of the game.
 The games still going play each turn together, in batches of B prompts.
 """
 
@@ -26,6 +29,7 @@ from rft.wordle.play import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, REWARD_F
 from rft.wordle.rewards import output_format_check
 
 DEFAULT_GAMES = 20
+DEFAULT_TEMPERATURE = 0.7
 
 
 def evaluate(
@@ -33,7 +37,7 @@ def evaluate(
     tokenizer,
     secrets: Sequence[str],
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    temperature: float = 0.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_game_played: Callable[[int, GameResult], None] | None = None,
 ) -> dict:
@@ -119,7 +123,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="picks the secrets (and seeds sampling)")
     parser.add_argument("--out", type=Path, help="write the summary and every turn to this JSON file")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help="sampling temperature (default: %(default)s); 0 decodes greedily")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="games whose turns are generated together (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
