@@ -51,7 +51,7 @@ faults: $(TEST_STAMP)
 soak: $(TEST_STAMP)
 	PYTHONPATH=. $(PYTHON) tests/soak.py $(SOAK_ARGS)
 
-# TRL's GRPOTrainer against ours on identical work; BENCH_ARGS=--scaling for the size grid.
+# TRL's GRPOTrainer against ours on identical work; BENCH_ARGS=--scaling for the group-size and length sweeps.
 bench: $(BENCH_STAMP)
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
 
