@@ -169,7 +169,7 @@ class Trainer:
         return records
 
     @property
-    def prompts_per_step(self) -> int:
+    def prompts_seen_per_step(self) -> int:
         """Prompts one optimisation step sees, over every micro-batch of every process."""
         optim = self.config.optim
         return optim.prompts_per_step * optim.gradient_accumulation_steps * self.processes.world_size
@@ -177,7 +177,7 @@ class Trainer:
     def _max_steps(self) -> int:
         schedule = self.config.schedule
         if schedule.epochs:
-            return max(1, math.ceil(schedule.epochs * len(self.prompts) / self.prompts_per_step))
+            return max(1, math.ceil(schedule.epochs * len(self.prompts) / self.prompts_seen_per_step))
         return schedule.max_steps
 
     def prompts_for(self, step: int, micro: int) -> list[PromptRecord]:
@@ -296,7 +296,7 @@ class Trainer:
 
         row = {
             "step": step,
-            "epoch": step * self.prompts_per_step / len(self.prompts),
+            "epoch": step * self.prompts_seen_per_step / len(self.prompts),
             "reward": float(total.mean()),
             "reward_std": float(total.std()) if total.numel() > 1 else 0.0,
         }
