@@ -38,29 +38,32 @@ class StopRequested(Exception):
     """A graceful stop was requested during the warm start; nothing of it is kept."""
 
 
-def _wordle_demonstration(row: dict) -> str:
+Demonstrate = Callable[[dict, object], str]  # (dataset row, the model's tokenizer) -> the completion to learn
+
+
+def _wordle_demonstration(row: dict, tokenizer) -> str:
     from rft.wordle.demonstrations import demonstration_for_row
 
-    return demonstration_for_row(row)
+    return demonstration_for_row(row, tokenizer)
 
 
-def _arithmetic_demonstration(row: dict) -> str:
+def _arithmetic_demonstration(row: dict, tokenizer) -> str:
     from rft.arithmetic.problems import demonstration_for_row
 
     return demonstration_for_row(row)
 
 
-DEMONSTRATIONS: dict[str, Callable[[dict], str]] = {
+DEMONSTRATIONS: dict[str, Demonstrate] = {
     "wordle": _wordle_demonstration,
     "arithmetic": _arithmetic_demonstration,
 }
 
 
-def demonstration_source(data: DataConfig, rows: list[dict]) -> Callable[[dict], str]:
+def demonstration_source(data: DataConfig, rows: list[dict]) -> Demonstrate:
     """How to get the demonstration of a row for this dataset; DatasetError when there is none."""
     if data.path:
         if rows and all(isinstance(row.get(COMPLETION_COLUMN), str) for row in rows):
-            return lambda row: row[COMPLETION_COLUMN]
+            return lambda row, tokenizer: row[COMPLETION_COLUMN]
         raise datasets.DatasetError(
             f"sft: the SFT warm start needs a demonstration per row; add a {COMPLETION_COLUMN!r} column "
             "(the text the model should write after the prompt) to the dataset file, or turn SFT off."
@@ -91,7 +94,7 @@ def build_examples(config: RunConfig, tokenizer, writer: RunWriter) -> list[Exam
     for row in rows:
         prompt = datasets.render_prompt(tokenizer, datasets.to_messages(row, config.data))
         prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        completion_ids = tokenizer(demonstrate(row), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        completion_ids = tokenizer(demonstrate(row, tokenizer), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         if len(prompt_ids) + len(completion_ids) > config.sft.max_length:
             too_long += 1
             continue
@@ -197,7 +200,8 @@ def run_sft(config: RunConfig, tokenizer, writer: RunWriter, processes: Processe
         step_started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         share = indices[processes.rank::processes.world_size]
-        loss, tokens = batch_loss(model, [examples[i] for i in share], tokenizer.pad_token_id) if share else (None, 0)
+        with models.training_autocast(model.device, config.model.dtype):
+            loss, tokens = batch_loss(model, [examples[i] for i in share], tokenizer.pad_token_id) if share else (None, 0)
         batch_tokens = processes.sum(tokens)
         if share:
             (loss * (tokens / batch_tokens)).backward()  # this process's part of the batch's token mean

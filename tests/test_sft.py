@@ -43,6 +43,20 @@ def test_the_shared_prefix_loss_equals_the_plain_loss(tiny_model_dir, tmp_path):
         plain = model(**collate(examples, tokenizer.pad_token_id)).loss
     assert shared.item() == pytest.approx(plain.item(), rel=1e-4)
     assert tokens == sum(len(e.input_ids) - e.prompt_length for e in examples)
+    with torch.no_grad(), models.training_autocast(torch.device("cpu")):
+        mixed, _ = batch_loss(model, examples, tokenizer.pad_token_id)
+    assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(plain.item(), rel=2e-2)
+
+
+def test_bf16_autocast_only_for_the_auto_dtype_on_a_cpu_with_native_bf16():
+    cpu = torch.device("cpu")
+    with models.training_autocast(cpu, "auto"):
+        assert torch.is_autocast_enabled("cpu") == models.cpu_has_native_bf16()
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with models.training_autocast(cpu, "float32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with models.training_autocast(torch.device("cuda"), "auto"):  # a GPU model is loaded in bf16 already
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_only_demonstration_tokens_are_labelled(tiny_model_dir, tmp_path):
@@ -69,7 +83,7 @@ def test_a_dataset_file_needs_a_completion_column(tmp_path):
     with pytest.raises(DatasetError, match="completion"):
         demonstration_source(data, [{"prompt": "hi"}])
     demonstrate = demonstration_source(data, [{"prompt": "hi", "completion": " hello"}])
-    assert demonstrate({"prompt": "hi", "completion": " hello"}) == " hello"
+    assert demonstrate({"prompt": "hi", "completion": " hello"}, None) == " hello"
     with pytest.raises(DatasetError, match="no demonstrations"):
         demonstration_source(DataConfig(preset="unknown"), [])
 

@@ -6,7 +6,13 @@ import re
 import pytest
 
 from rft.wordle.dataset import training_rows
-from rft.wordle.demonstrations import demonstrated_guess, demonstration, demonstration_for_row, read_feedback
+from rft.wordle.demonstrations import (
+    demonstrated_guess,
+    demonstration,
+    demonstration_for_row,
+    one_token_words,
+    read_feedback,
+)
 from rft.wordle.game import candidates, solver_guess
 from rft.wordle.rewards import GUESS_PATTERN, guess_value, output_format_check, uses_previous_feedback
 
@@ -17,6 +23,7 @@ def rows():
 
 
 def played(completion: str) -> str:
+    """The guess as written (demonstrations write it in lower case)."""
     return re.search(GUESS_PATTERN, "<think>" + completion).group(1)
 
 
@@ -32,7 +39,7 @@ def test_the_guess_is_the_solvers_or_a_word_that_fits_the_feedback(rows):
     solver_agrees = 0
     for row in rows:
         history = [tuple(pair) for pair in ast.literal_eval(row["past_guess_history"])]
-        guess = played(demonstration_for_row(row))
+        guess = played(demonstration_for_row(row)).upper()
         assert guess == demonstrated_guess(history)
         if history:
             assert guess in candidates(history)
@@ -43,10 +50,12 @@ def test_the_guess_is_the_solvers_or_a_word_that_fits_the_feedback(rows):
 def test_the_reasoning_reads_the_feedback_in_words():
     history = [("RAISE", "R(x) A(-) I(x) S(x) E(✓)")]
     text = demonstration(history)
-    assert text.startswith(" Confirmed: E at 5. In the word but misplaced: A (not at 2). Ruled out: R, I, S.")
-    assert text.endswith(f"\n</think>\n<guess> {played(text)} </guess>")
-    assert demonstration([]) == (" No feedback yet, so I start with a word of common, different letters. "
-                                 "RAISE tests R, A, I, S, E.\n</think>\n<guess> RAISE </guess>")
+    guess = played(text)
+    assert guess == guess.lower()
+    assert text == (" Confirmed: E at 5. In the word but misplaced: A (not at 2). Ruled out: R, I, S. "
+                    f"A word that fits all this: {guess}.\n</think>\n<guess> {guess} </guess>")
+    assert demonstration([]) == (" No feedback yet, so I start with a word of common, different letters: "
+                                 "raise.\n</think>\n<guess> raise </guess>")
 
 
 def test_a_repeated_letter_marked_absent_once_is_not_ruled_out():
@@ -61,4 +70,28 @@ def test_one_candidate_left_is_named_and_played():
     history = [("RAISE", "R(x) A(x) I(x) S(✓) E(-)"), ("BUTCH", "B(x) U(✓) T(-) C(x) H(x)"),
                ("GUEST", "G(x) U(✓) E(✓) S(✓) T(✓)")]
     text = demonstration(history)
-    assert "Only QUEST fits all the feedback." in text and played(text) == "QUEST"
+    assert text.endswith("A word that fits all this: quest.\n</think>\n<guess> quest </guess>")
+
+
+def test_a_preferred_word_that_fits_is_chosen_over_the_solvers():
+    history = [("RAISE", "R(x) A(-) I(x) S(x) E(x)")]
+    solvers = demonstrated_guess(history)
+    others = [word for word in candidates(history) if word != solvers]
+    assert demonstrated_guess(history, preferred=lambda word: word in others) in others
+    assert demonstrated_guess(history, preferred=lambda word: word == others[-1]) == others[-1]
+    # No preferred word fits: the solver's choice stands; the opening never changes.
+    assert demonstrated_guess(history, preferred=lambda word: False) == solvers
+    assert demonstrated_guess([], preferred=lambda word: False) == "RAISE"
+
+
+def test_one_token_words_are_allowed_words_the_tokenizer_writes_whole(bundled_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir)
+    words = one_token_words(tokenizer)
+    assert {"RAISE", "COAST", "HOUSE"} <= words
+    assert all(len(tokenizer(f" {word.lower()}", add_special_tokens=False).input_ids) == 1 for word in words)
+    multi_token = [w for w in ("QUAFF", "XYLYL", "ZOPPA") if len(tokenizer(f" {w.lower()}", add_special_tokens=False).input_ids) > 1]
+    assert multi_token and not set(multi_token) & words
+    guesses = [played(demonstration_for_row(row, tokenizer)).upper() for row in training_rows(num_secrets=40, seed=3)]
+    assert sum(guess in words for guess in guesses) > 0.8 * len(guesses)

@@ -64,13 +64,15 @@ def test_evaluate_reports_rates_rewards_and_the_solver(tiny_model):
     summary = evaluate(model, tokenizer, secrets, max_new_tokens=4, on_game_played=lambda i, r: played.append(i))
     assert sorted(played) == [0, 1]
     assert summary["games"] == 2 and 0 <= summary["wins"] <= 2
-    for rate in ("win_rate", "invalid_guess_rate", "format_pass_rate"):
+    for rate in ("win_rate", "valid_guess_rate", "format_pass_rate"):
         assert 0.0 <= summary[rate] <= 1.0
     assert set(summary["mean_rewards"]) == REWARD_NAMES
     assert summary["solver"]["win_rate"] == 1.0 and 1 <= summary["solver"]["mean_guesses_won"] <= 6
     assert [game["secret"] for game in summary["details"]] == secrets
     turns = [turn for game in summary["details"] for turn in game["turns"]]
-    assert summary["invalid_guess_rate"] == pytest.approx(sum(turn["invalid"] for turn in turns) / len(turns))
+    assert summary["valid_guess_rate"] == pytest.approx(sum(not turn["invalid"] for turn in turns) / len(turns))
+    well_formed = [turn["rewards"]["output_format_check"] > 0 for turn in turns]
+    assert summary["format_pass_rate"] == pytest.approx(sum(well_formed) / len(turns))
 
 
 def test_cli_prints_a_table_and_saves_json(tiny_model_dir, tmp_path, capsys):

@@ -433,8 +433,9 @@ class Trainer:
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
             timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
-            batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
-            stats = self.optimise(batches, timings)
+            with models.training_autocast(self.device, cfg.model.dtype):
+                batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
+                stats = self.optimise(batches, timings)
             fault_point("optimizer", step)
             outcomes = self.processes.gather_at_main(StepOutcome(
                 self.rollout_records(batches), [bool(flag) for b in batches for flag in b.zero_std_groups], stats,

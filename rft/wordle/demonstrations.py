@@ -5,49 +5,74 @@ unrestricted solver sometimes plays a probe word that cannot be the secret but s
 candidates better; a small model cannot work out such probes, and a probe never wins, so the
 demonstrations only ever show guesses that follow from the feedback.
 
+Two choices make the guesses learnable by a small model:
+- The guess is written in lower case. Tokenizers learn words in lower case: "coast" is one
+  token where "COAST" is two or three fragments, and a model that assembles fragments invents
+  words (BRAISE, CLEEP); writing whole words it knows, it picks real ones. The game and the
+  rewards read guesses in any case.
+- Among the words that fit, those the model's tokenizer writes as one token are preferred
+  (about 2,000 of the 12,400 allowed words for SmolLM2). A model then learns to pick one known
+  word, and such a word has five letters; a word spelled over several tokens can stop a token
+  early or late. When no such word fits, the best word that fits is shown all the same.
+
 A demonstration is the text a model should write after the pre-filled
 "Let me solve this step by step.\\n<think>": a few plain sentences that read the feedback
-(letters confirmed in place, letters present elsewhere, letters ruled out, how many words still
-fit), then `</think>`, a newline and `<guess> WORD </guess>`, the course's format exactly, so the
-format reward gives it 1.0. The reasoning is kept to a few dozen tokens: long demonstrations
-would teach the model to write long answers, and every token costs generation time on a CPU.
+(letters confirmed in place, letters present elsewhere, letters ruled out), then `</think>`, a
+newline and `<guess> word </guess>`, the course's format exactly, so the format reward gives it
+1.0. The reasoning is kept to a few dozen tokens: long demonstrations would teach the model to
+write long answers, and every token costs generation time on a CPU. It names no candidate words:
+a small model cannot know them and copies whatever it invents there into its guess.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
-from rft.wordle.game import ABSENT, CORRECT, PRESENT, candidates, expected_information, parse_feedback, solver_guess
+from rft.wordle.game import ABSENT, CORRECT, PRESENT, allowed_words, candidates, expected_information, parse_feedback, solver_guess
 
-NAMED_CANDIDATES = 3  # candidates named in the text when several remain
+WordFilter = Callable[[str], bool]  # is this (upper-case) word one the model writes easily
 
 
-def demonstration(past_guess_history: Sequence[Sequence[str]]) -> str:
-    """The completion that reasons from `past_guess_history` to the solver's next guess."""
+def demonstration(past_guess_history: Sequence[Sequence[str]], preferred: WordFilter | None = None) -> str:
+    """The completion that reasons from `past_guess_history` to the next guess."""
     history = [(guess, feedback_text) for guess, feedback_text in past_guess_history]
-    guess = demonstrated_guess(history)
+    guess = demonstrated_guess(history, preferred).lower()
     return f" {reasoning(history, guess)}\n</think>\n<guess> {guess} </guess>"
 
 
-def demonstrated_guess(history: Sequence[tuple[str, str]]) -> str:
-    """The solver's guess when it could be the secret, else the most informative word that could."""
-    guess = solver_guess(history)
+def demonstrated_guess(history: Sequence[tuple[str, str]], preferred: WordFilter | None = None) -> str:
+    """The most informative of the `preferred` words that could be the secret, when any fits; else
+    the solver's guess when it could be the secret, else the most informative word that could."""
     remaining = candidates(history)
+    pool = [word for word in remaining if preferred(word)] if preferred and history else []
+    if pool:
+        return max(pool, key=lambda word: expected_information(word, remaining))
+    guess = solver_guess(history)
     if not history or guess in remaining:
         return guess
     return max(remaining, key=lambda word: expected_information(word, remaining))
 
 
-def demonstration_for_row(row: dict) -> str:
-    """The demonstration for a row of the Wordle dataset (its `past_guess_history` column)."""
-    return demonstration(ast.literal_eval(row["past_guess_history"]))
+def demonstration_for_row(row: dict, tokenizer=None) -> str:
+    """The demonstration for a row of the Wordle dataset (its `past_guess_history` column),
+    preferring the words `tokenizer` writes as one token."""
+    preferred = one_token_words(tokenizer).__contains__ if tokenizer is not None else None
+    return demonstration(ast.literal_eval(row["past_guess_history"]), preferred)
+
+
+@functools.lru_cache(maxsize=4)
+def one_token_words(tokenizer) -> frozenset[str]:
+    """The allowed words (upper case) that `tokenizer` encodes as a single token, in lower case
+    after a space, as they appear in `<guess> word </guess>`."""
+    return frozenset(word for word in allowed_words()
+                     if len(tokenizer(f" {word.lower()}", add_special_tokens=False).input_ids) == 1)
 
 
 def reasoning(history: Sequence[tuple[str, str]], guess: str) -> str:
     if not history:
-        return (f"No feedback yet, so I start with a word of common, different letters. "
-                f"{guess} tests {', '.join(guess)}.")
+        return f"No feedback yet, so I start with a word of common, different letters: {guess}."
     confirmed, misplaced, ruled_out = read_feedback(history)
     sentences = []
     if confirmed:
@@ -58,14 +83,7 @@ def reasoning(history: Sequence[tuple[str, str]], guess: str) -> str:
             f"{letter} (not at {', '.join(str(p + 1) for p in positions)})" for letter, positions in misplaced) + ".")
     if ruled_out:
         sentences.append(f"Ruled out: {', '.join(ruled_out)}.")
-    remaining = candidates(history)
-    if len(remaining) == 1:
-        sentences.append(f"Only {guess} fits all the feedback.")
-    elif len(remaining) <= NAMED_CANDIDATES:
-        sentences.append(f"{len(remaining)} words fit: {', '.join(remaining)}. I try {guess}.")
-    else:
-        sentences.append(f"{len(remaining)} words still fit, such as {', '.join(remaining[:NAMED_CANDIDATES])}. "
-                         f"{guess} fits and tells the others apart best.")
+    sentences.append(f"A word that fits all this: {guess}.")
     return " ".join(sentences)
 
 

@@ -43,9 +43,11 @@ def evaluate(
 ) -> dict:
     """The model plays one game per secret; the summary, the solver's figures and every turn.
 
-    Rates are fractions. Turn-level figures (invalid guesses, format, rewards) count every turn,
-    one completion each, invalid ones included. `on_game_played(index, result)` is called as
-    each game ends, for progress.
+    Rates are fractions. Turn-level figures count every turn, one completion each, invalid ones
+    included: the format pass rate is the share of well-formed answers (a <think> block, then a
+    <guess> block, nothing else: output_format_check above 0), the valid-guess rate the share
+    of guesses that were allowed five-letter words and got feedback. `on_game_played(index,
+    result)` is called as each game ends, for progress.
     """
     results = play_games(model, tokenizer, list(secrets), max_new_tokens, temperature, batch_size, on_game_played)
     turns = [turn for result in results for turn in result.turns]
@@ -54,8 +56,8 @@ def evaluate(
         "wins": sum(result.won for result in results),
         "win_rate": _mean([result.won for result in results]),
         "mean_guesses_won": _mean([result.num_guesses for result in results if result.won]),
-        "invalid_guess_rate": _mean([turn.invalid for turn in turns]),
-        "format_pass_rate": _mean([turn.rewards[output_format_check.__name__] == 1.0 for turn in turns]),
+        "format_pass_rate": _mean([turn.rewards[output_format_check.__name__] > 0 for turn in turns]),
+        "valid_guess_rate": _mean([not turn.invalid for turn in turns]),
         "mean_rewards": {
             function.__name__: _mean([turn.rewards[function.__name__] for turn in turns])
             for function in REWARD_FUNCTIONS
@@ -98,8 +100,8 @@ def format_report(summary: dict) -> str:
         ("games won", f"{summary['wins']}/{summary['games']}", ""),
         ("win rate", percent(summary["win_rate"]), percent(solver["win_rate"])),
         ("mean guesses (won games)", number(summary["mean_guesses_won"]), number(solver["mean_guesses_won"])),
-        ("invalid guesses", percent(summary["invalid_guess_rate"]), ""),
-        ("format check passed", percent(summary["format_pass_rate"]), ""),
+        ("well-formed answers", percent(summary["format_pass_rate"]), ""),
+        ("valid guesses", percent(summary["valid_guess_rate"]), ""),
     ]
     rows += [(f"mean {name}", number(value), "") for name, value in summary["mean_rewards"].items()]
     label_width = max(len(row[0]) for row in rows)
