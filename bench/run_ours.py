@@ -19,6 +19,7 @@ from rft.config import (
     ScheduleConfig,
     SFTConfig,
 )
+from rft import models
 from rft.grpo.trainer import train
 from rft.runs import read_metrics
 
@@ -30,7 +31,9 @@ def ours_config(workload: Workload) -> RunConfig:
     preset, whose recipe (an SFT warm start, its own group size and learning rate) may change."""
     return RunConfig(
         name="bench",
-        model=ModelConfig(name_or_path=workload.model, gradient_checkpointing=False),
+        # TRL's dtype, named: "auto" would add bf16 autocast on a CPU with native bf16, and TRL runs without.
+        model=ModelConfig(name_or_path=workload.model, gradient_checkpointing=False,
+                          dtype=str(models.choose_dtype(models.choose_device("auto"))).removeprefix("torch.")),
         lora=LoraConfig(rank=workload.lora_rank, alpha=workload.lora_alpha, dropout=0.0,
                         target_modules=workload.lora_targets),
         data=wordle_data_config(workload),

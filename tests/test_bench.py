@@ -87,6 +87,7 @@ def test_our_trainer_is_configured_as_the_workload_says():
     assert config.schedule.max_steps == 4 and config.schedule.seed == 0
     assert not config.data.shuffle and config.data.limit == 4  # the dataset's first rows, in order
     assert not config.sft.enabled and not config.model.gradient_checkpointing
+    assert config.model.dtype != "auto"  # named, as TRL's is: "auto" would add bf16 autocast on some CPUs
 
 
 @pytest.mark.slow
