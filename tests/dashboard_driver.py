@@ -140,7 +140,7 @@ def monitor_step(page) -> int | None:
 
 def configure_tiny_run(page, model_dir: Path, dataset: Path, name: str, max_steps: int) -> None:
     """Fills the Train tab of a freshly loaded page for a cheap run: the tiny model, an uploaded
-    dataset, one reward function, four completions of up to 16 tokens per step."""
+    dataset, one reward function, one prompt and four completions of up to 16 tokens per step."""
     # The page's load event fills the reward editor and its weights: wait for it, or it overwrites ours.
     wait_for_text(page.locator("#check-message"), r"reward functions? found")
     set_code(page, REWARD_CODE)
@@ -152,6 +152,7 @@ def configure_tiny_run(page, model_dir: Path, dataset: Path, name: str, max_step
     wait_for_text(page.locator("#dataset-message"), rf"{re.escape(dataset.name)}: \d+ rows")
     page.locator("#model-path textarea, #model-path input").first.fill(str(model_dir))
     page.locator("#run-name textarea, #run-name input").first.fill(name)
+    set_number(page, "hp-optim-prompts-per-step", 1)
     set_number(page, "hp-sampling-num-generations", 4)
     set_number(page, "hp-sampling-max-completion-length", 16)
     set_number(page, "hp-schedule-max-steps", max_steps)

@@ -92,6 +92,7 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     wait_for_text(page.locator("#job-message"), r"configuration is invalid[\s\S]*sampling\.num_generations")
     assert not any((p / "config.yaml").exists() for p in runs_dir.iterdir())
 
+    set_number(page, "hp-optim-prompts-per-step", 1)
     set_number(page, "hp-sampling-num-generations", 4)
     set_number(page, "hp-sampling-max-completion-length", 16)
     set_number(page, "hp-schedule-max-steps", MAX_STEPS)
