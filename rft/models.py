@@ -179,7 +179,7 @@ def training_autocast(device: torch.device, dtype_preference: str = "auto"):
     """bf16 autocast for an fp32 model on a CPU with native bf16 matmuls, else a no-op context.
 
     Used around the SFT and GRPO steps. The weights and the optimiser stay fp32; only the matmuls
-    run in bf16. A Wordle SFT batch of 8 takes about 9.5 s instead of 13-16 s on a 2-core
+    run in bf16. A Wordle SFT batch of 8 takes 8 to 12 s instead of 13 to 16 s on a 2-core
     AVX512-BF16 CPU. An explicit model.dtype turns it off.
     """
     enabled = device.type == "cpu" and dtype_preference == "auto" and cpu_has_native_bf16()
