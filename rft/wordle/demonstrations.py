@@ -47,12 +47,12 @@ def demonstrated_guess(history: Sequence[tuple[str, str]], preferred: WordFilter
     the solver's guess when it could be the secret, else the most informative word that could."""
     remaining = candidates(history)
     pool = [word for word in remaining if preferred(word)] if preferred and history else []
-    if pool:
-        return max(pool, key=lambda word: expected_information(word, remaining))
-    guess = solver_guess(history)
-    if not history or guess in remaining:
-        return guess
-    return max(remaining, key=lambda word: expected_information(word, remaining))
+    if not pool:
+        guess = solver_guess(history)
+        if not history or guess in remaining:
+            return guess
+        pool = remaining
+    return max(pool, key=lambda word: expected_information(word, remaining))
 
 
 def demonstration_for_row(row: dict, tokenizer=None) -> str:
