@@ -178,9 +178,10 @@ def cpu_has_native_bf16() -> bool:
 def training_autocast(device: torch.device, dtype_preference: str = "auto"):
     """bf16 autocast for an fp32 model on a CPU with native bf16 matmuls, else a no-op context.
 
-    Used around the SFT and GRPO steps. The weights and the optimiser stay fp32; only the matmuls
-    run in bf16. A Wordle SFT batch of 8 takes 8 to 12 s instead of 13 to 16 s on a 2-core
-    AVX512-BF16 CPU. An explicit model.dtype turns it off.
+    Used around the SFT steps and GRPO's log-probability and training passes, not generation.
+    The weights and the optimiser stay fp32; only the matmuls run in bf16. A Wordle SFT batch of
+    8 takes 8 to 12 s instead of 13 to 16 s on a 2-core AVX512-BF16 CPU. An explicit model.dtype
+    turns it off.
     """
     enabled = device.type == "cpu" and dtype_preference == "auto" and cpu_has_native_bf16()
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)

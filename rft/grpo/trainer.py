@@ -226,7 +226,9 @@ class Trainer:
         loss_mask = rollout.completion_mask.clone()
         if cfg.grpo.mask_truncated_completions:
             loss_mask[rollout.truncated] = 0.0
-        with torch.no_grad():
+        # Generation stays outside autocast: with no weight gradients to cache casts for, it would
+        # recast every weight at every token (about 5% slower on a 2-core CPU).
+        with torch.no_grad(), models.training_autocast(self.device, cfg.model.dtype):
             logp_old = None
             if cfg.grpo.num_iterations > 1:
                 logp_old, _ = completion_logprobs(self.model, rollout, cfg.sampling.temperature)
@@ -253,7 +255,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             for batch in batches:
                 mask = batch.loss_mask.to(self.device)
-                logp, entropy = completion_logprobs(self.model, batch.rollout, cfg.sampling.temperature, with_entropy=iteration == 0)
+                with models.training_autocast(self.device, cfg.model.dtype):
+                    logp, entropy = completion_logprobs(self.model, batch.rollout, cfg.sampling.temperature,
+                                                        with_entropy=iteration == 0)
                 logp_old = batch.logp_old if batch.logp_old is not None else logp.detach()
                 objective, clipped_low, clipped_high = grpo_loss.clipped_surrogate(logp, logp_old, batch.advantages, eps_low, eps_high)
                 kl = grpo_loss.k3_kl(logp, batch.logp_ref) if batch.logp_ref is not None else None
@@ -433,9 +437,8 @@ class Trainer:
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
             timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
-            with models.training_autocast(self.device, cfg.model.dtype):
-                batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
-                stats = self.optimise(batches, timings)
+            batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
+            stats = self.optimise(batches, timings)
             fault_point("optimizer", step)
             outcomes = self.processes.gather_at_main(StepOutcome(
                 self.rollout_records(batches), [bool(flag) for b in batches for flag in b.zero_std_groups], stats,
