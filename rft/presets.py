@@ -25,9 +25,9 @@ def wordle() -> RunConfig:
     The sizes fit an hour of a 2-core CPU: with bf16 matmuls an SFT demonstration costs about
     1.4 s there (the ~330-token system prompt is computed once per batch, then ~150 tokens of
     history and ~60 of demonstration), so 1,536 demonstrations take about 37 minutes, and 30 GRPO
-    steps of 2 prompts x 6 completions (~40 s each) the rest. Demonstrations are at most ~100 tokens, so
-    128 completion tokens leave room without paying for rambling. GRPO's learning rate is LoRA's
-    usual order (a full fine-tune would use ~1e-6).
+    steps of 2 prompts x 6 completions (~35 s each) the rest. Demonstrations are at most ~100
+    tokens, so 128 completion tokens leave room without paying for rambling. GRPO's learning rate
+    is LoRA's usual order (a full fine-tune would use ~1e-6).
     """
     from rft.wordle import reward_source
 
@@ -58,7 +58,7 @@ def arithmetic() -> RunConfig:
         sampling=SamplingConfig(num_generations=8, max_completion_length=64, temperature=1.0),
         grpo=GRPOConfig(beta=0.04, loss_type="grpo"),
         optim=OptimConfig(learning_rate=5e-5, prompts_per_step=2),
-        schedule=ScheduleConfig(max_steps=30, save_every=10),
+        schedule=ScheduleConfig(max_steps=40, save_every=10),
         sft=SFTConfig(enabled=True, examples=512, epochs=1.0, learning_rate=5e-4, batch_size=16, max_length=256),
     )
 
