@@ -47,7 +47,8 @@ class SideResult:
 
     @property
     def mean_total(self) -> float:
-        return sum(self.totals) / len(self.totals) if self.totals else math.nan
+        scored = [total for total in self.totals if not math.isnan(total)]  # NaN: no function could score it
+        return sum(scored) / len(scored) if scored else math.nan
 
     def rows(self) -> list[dict]:
         """One row per completion, for a table."""
@@ -190,7 +191,7 @@ def rollouts_at_step(run_dir: str | Path, step: int, prompt_text: str) -> SideRe
     completions, totals, scores = [], [], {}
     for group in groups:
         completions += group["completions"]
-        totals += group["total"]
+        totals.extend(math.nan if total is None else total for total in group["total"])
         for name, values in group["rewards"].items():
             scores.setdefault(name, []).extend(math.nan if value is None else value for value in values)
     return SideResult(f"step {step}", completions, scores, totals)

@@ -54,13 +54,46 @@ def test_group_advantages_batch_and_none_scaling():
     assert advantages.tolist() == pytest.approx([-1.0, 1.0, 0.0, 0.0])
 
 
-def test_nan_rewards_become_zero_before_advantages():
-    per_function = torch.tensor([[float("nan")], [1.0]])
-    total = loss.total_rewards(per_function, torch.tensor([1.0]))
-    advantages, zero_std = loss.group_advantages(total, 2)
-    assert not torch.isnan(advantages).any()
-    assert advantages[1] > 0 > advantages[0]
-    assert not zero_std.item()
+def test_a_completion_no_function_could_score_has_no_total():
+    nan = float("nan")
+    per_function = torch.tensor([[nan, nan], [nan, 1.0]])
+    total = loss.total_rewards(per_function, torch.tensor([1.0, 2.0]))
+    assert math.isnan(total[0]) and total[1].item() == 2.0
+
+
+def test_nan_std_by_hand():
+    nan = float("nan")
+    assert loss.nan_std(torch.tensor([1.0, nan, 3.0])).item() == pytest.approx(math.sqrt(2.0))  # unbiased
+    assert math.isnan(loss.nan_std(torch.tensor([nan, 4.0])))  # one value has no spread to measure
+    rows = loss.nan_std(torch.tensor([[0.0, 2.0, 4.0], [nan, nan, nan]]), dim=1, keepdim=True)
+    assert rows.shape == (2, 1) and rows[0].item() == pytest.approx(2.0) and math.isnan(rows[1])
+
+
+def test_unscorable_completion_is_left_out_of_its_group():
+    # TRL's case: [NaN, 1, 2, 3] -> the group is [1, 2, 3]: mean 2, std 1; the unscorable one gets 0.
+    # (Scoring it 0 instead gave [-1.16, -0.39, 0.39, 1.16].)
+    advantages, zero_std = loss.group_advantages(torch.tensor([float("nan"), 1.0, 2.0, 3.0]), group_size=4)
+    s = 1.0 + 1e-4
+    assert advantages.tolist() == pytest.approx([0.0, -1 / s, 0.0, 1 / s])
+    assert zero_std.tolist() == [False]
+
+
+def test_a_group_with_one_scorable_or_equal_scorable_completions_has_zero_spread():
+    nan = float("nan")
+    rewards = torch.tensor([nan, 5.0, nan, nan,  # one scored
+                            nan, 2.0, 2.0, nan,  # scored ones equal
+                            nan, nan, nan, nan,  # none scored
+                            0.0, 2.0, nan, 4.0])  # mean 2, std 2
+    for scale in ("group", "batch", "none"):
+        advantages, zero_std = loss.group_advantages(rewards, 4, scale=scale)
+        assert zero_std.tolist() == [True, True, True, False], scale
+        assert not torch.isnan(advantages).any(), scale
+        assert advantages[:12].tolist() == [0.0] * 12 and advantages[14].item() == 0.0, scale
+    advantages, _ = loss.group_advantages(rewards, 4, scale="group")
+    assert advantages[12:].tolist() == pytest.approx([-2 / (2 + 1e-4), 0.0, 0.0, 2 / (2 + 1e-4)])
+    advantages, _ = loss.group_advantages(rewards, 4, scale="batch")
+    batch_std = torch.tensor([5.0, 2.0, 2.0, 0.0, 2.0, 4.0]).std().item()  # the six scored rewards
+    assert advantages[12:].tolist() == pytest.approx([-2 / (batch_std + 1e-4), 0.0, 0.0, 2 / (batch_std + 1e-4)])
 
 
 def test_clipped_surrogate_both_sides():

@@ -7,12 +7,14 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from rft import jobs
 from rft.config import DataConfig, ModelConfig, OptimConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig
-from rft.grpo.trainer import train
-from rft.runs import effective_state, list_checkpoints, read_metrics, read_rollouts, read_status
+from rft.grpo.trainer import Trainer, train
+from rft.runs import RunWriter, effective_state, list_checkpoints, read_metrics, read_rollouts, read_status
 from waiting import wait_for
 
 SHORT_IS_BETTER = "def shorter_is_better(prompt, completion, example):\n    return -len(completion) / 20\n"
@@ -100,6 +102,51 @@ def garbage(prompt, completion, example):
     assert (metrics["rewards/shorter_is_better/missing"] == 0).all()
     logs = (run_dir / "logs.txt").read_text()
     assert "boom" in logs and "garbage was called" in logs and "raises" in logs
+
+
+FIRST_OF_EACH_GROUP_UNSCORABLE = """
+def first_of_group_unscorable(prompts, completions, **kwargs):
+    return [None if index % 4 == 0 else -len(text) / 20 for index, text in enumerate(completions)]
+"""
+
+
+def test_completions_no_function_could_score_are_left_out_and_counted(tmp_path, tiny_model_dir, prompts_file):
+    config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=2", "optim.prompts_per_step=2"])
+    config.rewards.source = FIRST_OF_EACH_GROUP_UNSCORABLE
+    run_dir = train(config, tmp_path / "run", progress=False)
+
+    metrics = read_metrics(run_dir)
+    assert metrics["rewards/unscorable"].tolist() == [2, 2]  # two groups of 4 a step
+    for step in (1, 2):
+        groups = read_rollouts(run_dir, step=step)["groups"]
+        scored = []
+        for group in groups:
+            assert group["total"][0] is None and group["advantages"][0] == 0.0
+            rewards = np.array(group["total"][1:])
+            std = rewards.std(ddof=1)
+            expected = (rewards - rewards.mean()) / (std + 1e-4) if std > 1e-6 else np.zeros(3)
+            assert group["advantages"][1:] == pytest.approx(expected.tolist(), abs=1e-5)
+            scored += group["total"][1:]
+        row = metrics.loc[step]
+        assert row["reward"] == pytest.approx(np.mean(scored), abs=1e-5)
+        assert row["reward_std"] == pytest.approx(np.std(scored, ddof=1), abs=1e-5)
+
+
+def test_unscorable_completions_are_out_of_the_loss(tmp_path, tiny_model_dir, prompts_file):
+    config = tiny_config(tiny_model_dir, prompts_file, set=["optim.prompts_per_step=2"])
+    config.rewards.source = FIRST_OF_EACH_GROUP_UNSCORABLE
+    RunWriter(tmp_path / "run").create(config)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.setup()
+    try:
+        batch = trainer.rollout_and_score(1, 0, {"generate": 0.0, "score": 0.0, "train": 0.0})
+    finally:
+        trainer.rewards.close()
+    completion_mask = batch.rollout.completion_mask
+    assert batch.loss_mask[0::4].sum() == 0  # the unscorable rows
+    scorable = [row for row in range(8) if row % 4]
+    assert torch.equal(batch.loss_mask[scorable], completion_mask[scorable])
+    assert completion_mask[0::4].sum() > 0  # they did have tokens to drop
 
 
 def test_learning_short_answers_raises_the_reward(tmp_path, tiny_model_dir, prompts_file):

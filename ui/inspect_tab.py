@@ -75,7 +75,8 @@ def build(runs_root: Path) -> InspectTab:
         choices = []
         for group_index, group in enumerate(record.get("groups", [])):
             for sample, (total, advantage) in enumerate(zip(group["total"], group["advantages"])):
-                choices.append((f"group {group_index} · sample {sample} · total {total:.3f} · advantage {advantage:+.2f}",
+                shown = "unscored" if total is None else f"{total:.3f}"  # no reward function could score it
+                choices.append((f"group {group_index} · sample {sample} · total {shown} · advantage {advantage:+.2f}",
                                 f"{group_index}:{sample}"))
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 

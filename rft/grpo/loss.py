@@ -41,30 +41,51 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def total_rewards(per_function: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """r_i = sum_k w_k r_ik, where a missing score (NaN) contributes 0. [B, K], [K] -> [B]."""
-    return (torch.nan_to_num(per_function, nan=0.0) * weights).sum(-1)
+    """r_i = sum_k w_k r_ik, where a missing score (NaN) contributes 0. [B, K], [K] -> [B].
+
+    A completion that no function could score (every r_ik missing) has no reward at all: its
+    r_i is NaN, so that group_advantages leaves it out instead of taking it for a reward of 0.
+    """
+    total = (torch.nan_to_num(per_function, nan=0.0) * weights).sum(-1)
+    return total.masked_fill(torch.isnan(per_function).all(-1), float("nan"))
+
+
+def nan_std(values: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
+    """The unbiased std along `dim` of the values that are not NaN: sqrt(sum (x - mean)^2 / (n - 1)).
+
+    NaN where fewer than two values are present (one value has no spread to measure).
+    """
+    present = ~torch.isnan(values)
+    count = present.sum(dim=dim, keepdim=True)
+    deviations = torch.where(present, values - torch.nanmean(values, dim=dim, keepdim=True), 0.0)
+    variance = (deviations**2).sum(dim=dim, keepdim=True) / (count - 1)
+    std = torch.where(count > 1, variance.sqrt(), float("nan"))
+    return std if keepdim else std.squeeze(dim)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> tuple[torch.Tensor, torch.Tensor]:
     """A_i = (r_i - mean_group(r)) / (std + 1e-4), and which groups had zero spread.
 
     scale "group": std of the group; "batch": std of the whole batch; "none": no division
-    (Dr. GRPO). A group whose rewards are all equal gets A = 0 for every member: it carries no
-    learning signal. rewards: [B] -> (advantages [B], zero_std_groups [B // group_size] bool).
+    (Dr. GRPO). Unscorable completions (r_i NaN) are left out of the mean and the std and get
+    A = 0. A group whose scorable rewards are all equal, or that has fewer than two, gets A = 0
+    for every member: it carries no learning signal.
+    rewards: [B] -> (advantages [B], zero_std_groups [B // group_size] bool).
     """
     grouped = rewards.view(-1, group_size)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
-    group_std = grouped.std(dim=1, keepdim=True, unbiased=True)
-    zero_std = group_std.squeeze(1) < 1e-6
+    centred = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    group_std = nan_std(grouped, dim=1, keepdim=True)
+    zero_std = ~(group_std.squeeze(1) >= 1e-6)  # a NaN std (fewer than two scored) is no spread either
     if scale == "group":
         advantages = centred / (group_std + ADVANTAGE_EPS)
     elif scale == "batch":
-        advantages = centred / (rewards.std(unbiased=True) + ADVANTAGE_EPS)
+        advantages = centred / (nan_std(rewards) + ADVANTAGE_EPS)
     elif scale == "none":
         advantages = centred
     else:
         raise ValueError(f"unknown scale_rewards {scale!r}")
-    advantages = torch.where(zero_std[:, None], torch.zeros_like(advantages), advantages)
+    no_signal = zero_std[:, None] | torch.isnan(grouped)
+    advantages = torch.where(no_signal, torch.zeros_like(advantages), advantages)
     return advantages.reshape(-1), zero_std
 
 

@@ -226,6 +226,9 @@ class Trainer:
         loss_mask = rollout.completion_mask.clone()
         if cfg.grpo.mask_truncated_completions:
             loss_mask[rollout.truncated] = 0.0
+        # A completion no reward function could score teaches nothing, so it is out of the loss and
+        # out of dapo's active-token count, not only given advantage 0.
+        loss_mask[total.isnan()] = 0.0
         # Generation stays outside autocast: with no weight gradients to cache casts for, it would
         # recast every weight at every token (about 5% slower on a 2-core CPU).
         with torch.no_grad(), models.training_autocast(self.device, cfg.model.dtype):
@@ -301,8 +304,10 @@ class Trainer:
         row = {
             "step": step,
             "epoch": step * self.prompts_seen_per_step / len(self.prompts),
-            "reward": float(total.mean()),
-            "reward_std": float(total.std()) if total.numel() > 1 else 0.0,
+            # Over the completions that have a reward: an unscorable one has none (NaN), not 0.
+            "reward": float(total.nanmean()),
+            "reward_std": float(grpo_loss.nan_std(total)),
+            "rewards/unscorable": int(total.isnan().sum()),
         }
         for name in self.function_names:
             values = np.array([v for group in groups for v in group["rewards"][name]], dtype=float)
