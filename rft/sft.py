@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from rft import data as datasets
-from rft import models
+from rft import models, prefix_cache
 from rft.config import DataConfig, RunConfig
 from rft.distributed import Processes
 from rft.runs import RunWriter, sft_adapter_path
@@ -145,16 +145,16 @@ def batch_loss(model, examples: list[Example], pad_token_id: int) -> tuple[torch
     cache = None
     if shared:
         prefix = torch.tensor([examples[0].input_ids[:shared]], device=device)
-        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
-        cache.batch_repeat_interleave(len(examples))
+        cache, _ = prefix_cache.prefill(model, prefix, len(examples))
     rest = collate([Example(e.input_ids[shared:], e.prompt_length - shared) for e in examples], pad_token_id)
     rest = {k: v.to(device) for k, v in rest.items()}
     rows, width = rest["input_ids"].shape
     prefix_mask = torch.ones(rows, shared, dtype=torch.long, device=device)
     attention_mask = torch.cat([prefix_mask, rest["attention_mask"]], dim=1)
     positions = shared + torch.arange(width, device=device).expand(rows, -1)
-    logits = model(input_ids=rest["input_ids"], attention_mask=attention_mask, position_ids=positions,
-                   past_key_values=cache, use_cache=cache is not None).logits
+    with prefix_cache.continuing(model, cache):
+        logits = model(input_ids=rest["input_ids"], attention_mask=attention_mask, position_ids=positions,
+                       past_key_values=cache, use_cache=cache is not None).logits
     # The logits at position t predict the token at t + 1.
     labels = rest["labels"][:, 1:]
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORED_LABEL)

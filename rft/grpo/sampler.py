@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rft import prefix_cache
 from rft.config import SamplingConfig
 from rft.grpo.loss import token_entropy, token_logprobs
 
@@ -65,16 +66,8 @@ def prefill_shared_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
     repeated cache back to the single prompt computation. Returns (cache, logits at the last
     prompt position [B, 1, V]).
     """
-    output = model(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        position_ids=positions_from_mask(prompt_mask),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache = output.past_key_values
-    cache.batch_repeat_interleave(group_size)
-    return cache, output.logits.repeat_interleave(group_size, dim=0)
+    return prefix_cache.prefill(model, prompt_ids, group_size, attention_mask=prompt_mask,
+                                position_ids=positions_from_mask(prompt_mask))
 
 
 @torch.no_grad()
@@ -126,13 +119,14 @@ def completion_logprobs(
         attention_mask = torch.cat([prompt_mask, rollout.completion_mask.long()], dim=1)[:, :-1]
         first_position = prompt_mask.sum(-1, keepdim=True)
         steps = torch.arange(rollout.completion_ids.shape[1] - 1, device=prompt_mask.device)[None, :]
-        rest = model(
-            input_ids=rollout.completion_ids[:, :-1],
-            attention_mask=attention_mask,
-            position_ids=first_position + steps,
-            past_key_values=cache,
-            use_cache=True,
-        ).logits
+        with prefix_cache.continuing(model, cache):
+            rest = model(
+                input_ids=rollout.completion_ids[:, :-1],
+                attention_mask=attention_mask,
+                position_ids=first_position + steps,
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
         logits = torch.cat([first_logits, rest], dim=1)
     logits = logits / temperature
     logp = token_logprobs(logits, rollout.completion_ids)
