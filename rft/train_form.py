@@ -61,7 +61,8 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("grpo.loss_type", "Loss aggregation",
                   "How token losses are averaged: grpo (per sequence), bnpo, dr_grpo, dapo.", "choice", LOSS_TYPES),
         FormField("grpo.scale_rewards", "Reward scaling",
-                  "Divide advantages by the group's std (group), the batch's (batch) or not at all (none).",
+                  "Divide advantages by the group's std (group), the whole step's, over every micro-batch "
+                  "(batch), or not at all (none).",
                   "choice", SCALE_REWARDS),
         FormField("grpo.mask_truncated_completions", "Ignore truncated completions",
                   "Completions that hit the length limit do not contribute to the loss.", "bool"),

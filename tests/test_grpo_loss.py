@@ -54,6 +54,22 @@ def test_group_advantages_batch_and_none_scaling():
     assert advantages.tolist() == pytest.approx([-1.0, 1.0, 0.0, 0.0])
 
 
+def test_batch_scaling_divides_by_the_given_step_std():
+    # The step's other micro-batches widen the std: this one's own would be sqrt(2).
+    advantages, _ = loss.group_advantages(torch.tensor([1.0, 3.0]), 2, scale="batch", batch_std=4.0)
+    assert advantages.tolist() == pytest.approx([-1 / (4 + 1e-4), 1 / (4 + 1e-4)])
+
+
+def test_std_from_sums_by_hand():
+    # [1, 2, 3, 4]: n 4, sum 10, sum of squares 30 -> variance (30 - 100 / 4) / 3 = 5 / 3
+    assert loss.std_from_sums(4, 10.0, 30.0) == pytest.approx(math.sqrt(5 / 3))
+    # the same values in two parts, [1, 2] and [3, 4], whose sums add up
+    assert loss.std_from_sums(2 + 2, 3.0 + 7.0, 5.0 + 25.0) == pytest.approx(torch.tensor([1.0, 2, 3, 4]).std().item())
+    equal = [0.7] * 8  # their sums give a variance of -2.5e-16 by rounding, whose sqrt would be NaN
+    assert loss.std_from_sums(len(equal), sum(equal), sum(v * v for v in equal)) == 0.0
+    assert math.isnan(loss.std_from_sums(1, 5.0, 25.0))
+
+
 def test_a_completion_no_function_could_score_has_no_total():
     nan = float("nan")
     per_function = torch.tensor([[nan, nan], [nan, 1.0]])

@@ -149,6 +149,25 @@ def test_unscorable_completions_are_out_of_the_loss(tmp_path, tiny_model_dir, pr
     assert completion_mask[0::4].sum() > 0  # they did have tokens to drop
 
 
+def test_batch_scaling_divides_by_the_std_of_the_whole_step(tmp_path, tiny_model_dir, prompts_file):
+    config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=2", "optim.gradient_accumulation_steps=2",
+                                                          "grpo.scale_rewards=batch"])
+    run_dir = train(config, tmp_path / "run", progress=False)
+
+    informative = 0
+    for step in (1, 2):
+        groups = read_rollouts(run_dir, step=step)["groups"]
+        assert len(groups) == 2  # one group from each micro-batch
+        step_std = np.std([total for group in groups for total in group["total"]], ddof=1)
+        for group in groups:
+            rewards = np.array(group["total"])
+            expected = (rewards - rewards.mean()) / (step_std + 1e-4) if rewards.std() > 1e-6 else np.zeros(4)
+            assert group["advantages"] == pytest.approx(expected.tolist(), abs=1e-5)
+            # Only a group whose own std differs from the step's tells the two apart.
+            informative += rewards.std() > 1e-6 and abs(rewards.std(ddof=1) - step_std) > 1e-3
+    assert informative, "every group had zero spread or the step's std: the test checks nothing"
+
+
 def test_learning_short_answers_raises_the_reward(tmp_path, tiny_model_dir, prompts_file):
     config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=30", "schedule.save_every=0",
                                                           "sampling.num_generations=8"])

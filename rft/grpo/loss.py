@@ -7,6 +7,8 @@ Equations: shared/specs/grpo.md (DeepSeekMath GRPO; DAPO; Dr. GRPO).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 ADVANTAGE_EPS = 1e-4
@@ -63,11 +65,26 @@ def nan_std(values: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch
     return std if keepdim else std.squeeze(dim)
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> tuple[torch.Tensor, torch.Tensor]:
+def std_from_sums(count: float, total: float, total_of_squares: float) -> float:
+    """The unbiased std of n values from n, sum x and sum x^2: sqrt((sum x^2 - (sum x)^2 / n) / (n - 1)).
+
+    Sums add up across micro-batches and processes where the values themselves would have to be
+    gathered. NaN when n < 2, like nan_std.
+    """
+    if count < 2:
+        return float("nan")
+    variance = (total_of_squares - total * total / count) / (count - 1)
+    return math.sqrt(max(variance, 0.0))  # rounding can leave a tiny negative where all values are equal
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, scale: str = "group", batch_std: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A_i = (r_i - mean_group(r)) / (std + 1e-4), and which groups had zero spread.
 
-    scale "group": std of the group; "batch": std of the whole batch; "none": no division
-    (Dr. GRPO). Unscorable completions (r_i NaN) are left out of the mean and the std and get
+    scale "group": std of the group; "batch": `batch_std`, the std of the whole optimisation step's
+    rewards, which may span more than these (defaults to the std of `rewards`); "none": no
+    division (Dr. GRPO). Unscorable completions (r_i NaN) are left out of the mean and the std and get
     A = 0. A group whose scorable rewards are all equal, or that has fewer than two, gets A = 0
     for every member: it carries no learning signal.
     rewards: [B] -> (advantages [B], zero_std_groups [B // group_size] bool).
@@ -79,7 +96,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     if scale == "group":
         advantages = centred / (group_std + ADVANTAGE_EPS)
     elif scale == "batch":
-        advantages = centred / (nan_std(rewards) + ADVANTAGE_EPS)
+        std = batch_std if batch_std is not None else nan_std(rewards)
+        advantages = centred / (std + ADVANTAGE_EPS)
     elif scale == "none":
         advantages = centred
     else:

@@ -48,17 +48,18 @@ class PromptRecord:
 
 @dataclass
 class MicroBatch:
-    """A scored rollout, ready for the update."""
+    """A scored rollout; ready for the update once `Trainer.assign_advantages` has seen the whole step."""
 
     prompts: list[PromptRecord]
     rollout: Rollout
     rewards: dict[str, list[float]]  # per function, NaN = missing
-    total: torch.Tensor  # [B]
-    advantages: torch.Tensor  # [B]
-    zero_std_groups: torch.Tensor  # [P] bool
+    total: torch.Tensor  # [B]; NaN where no function could score the completion
     logp_old: torch.Tensor | None  # [B, Lc]; None when num_iterations == 1 (rho = 1)
     logp_ref: torch.Tensor | None  # [B, Lc]; None when beta == 0
-    loss_mask: torch.Tensor  # [B, Lc]: completion mask, minus masked truncated completions
+    loss_mask: torch.Tensor  # [B, Lc]: completion mask, minus masked truncated and unscorable completions
+    # Set by assign_advantages: batch scaling needs every micro-batch of the step scored first.
+    advantages: torch.Tensor | None = None  # [B]
+    zero_std_groups: torch.Tensor | None = None  # [P] bool
 
 
 @dataclass
@@ -79,6 +80,16 @@ class StepOutcome:
             stats={key: [value for outcome in outcomes for value in outcome.stats[key]] for key in outcomes[0].stats},
             log_lines=[line for outcome in outcomes for line in outcome.log_lines],
         )
+
+
+def step_reward_std(totals: list[torch.Tensor], processes: Processes) -> float:
+    """The unbiased std of the step's scored total rewards, over `totals` (one tensor per micro-batch)
+    in every process; NaN when fewer than two were scored. Every process gets the same value from
+    three sums (count, sum, sum of squares) rather than a gather of all rewards."""
+    rewards = torch.cat(totals).double()
+    scored = rewards[~rewards.isnan()]
+    return grpo_loss.std_from_sums(processes.sum(float(scored.numel())), processes.sum(float(scored.sum())),
+                                   processes.sum(float((scored**2).sum())))
 
 
 def seed_everything(seed: int) -> None:
@@ -219,7 +230,6 @@ class Trainer:
             self.writer.log(f"[reward {name}] {errors.count} completion(s) scored as missing: {errors.first_message}", step)
         per_function = torch.tensor([scores.per_function[n] for n in self.function_names], dtype=torch.float32).T
         total = grpo_loss.total_rewards(per_function, self.weights)
-        advantages, zero_std = grpo_loss.group_advantages(total, group, cfg.grpo.scale_rewards)
         timings["score"] += time.perf_counter() - started
 
         started = time.perf_counter()
@@ -240,8 +250,20 @@ class Trainer:
                 with models.reference_policy(self.model):
                     logp_ref, _ = completion_logprobs(self.model, rollout, cfg.sampling.temperature)
         timings["train"] += time.perf_counter() - started
-        return MicroBatch(prompts, rollout, scores.per_function, total, advantages.to(self.device), zero_std,
-                          logp_old, logp_ref, loss_mask)
+        return MicroBatch(prompts, rollout, scores.per_function, total, logp_old, logp_ref, loss_mask)
+
+    def assign_advantages(self, batches: list[MicroBatch]) -> None:
+        """The group-relative advantages of the step's micro-batches, once all of them are scored:
+        with `scale_rewards: batch` each divides by the std of the whole step (every micro-batch of
+        every process), not by its own."""
+        cfg = self.config
+        batch_std = None
+        if cfg.grpo.scale_rewards == "batch":
+            batch_std = step_reward_std([batch.total for batch in batches], self.processes)
+        for batch in batches:
+            advantages, batch.zero_std_groups = grpo_loss.group_advantages(
+                batch.total, cfg.sampling.num_generations, cfg.grpo.scale_rewards, batch_std)
+            batch.advantages = advantages.to(self.device)
 
     def optimise(self, batches: list[MicroBatch], timings: dict) -> dict:
         """num_iterations passes of gradient accumulation over the step's micro-batches."""
@@ -443,6 +465,7 @@ class Trainer:
             step_started = time.perf_counter()
             timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
+            self.assign_advantages(batches)
             stats = self.optimise(batches, timings)
             fault_point("optimizer", step)
             outcomes = self.processes.gather_at_main(StepOutcome(
