@@ -71,7 +71,7 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("optim.learning_rate", "Learning rate", "LoRA adapters train well around 1e-5 to 1e-4.", "float"),
         FormField("optim.lr_scheduler", "LR schedule", "How the learning rate changes over the run.",
                   "choice", LR_SCHEDULERS),
-        FormField("optim.warmup_steps", "Warm-up steps", "Steps over which the learning rate ramps up.", "int"),
+        FormField("optim.warmup_steps", "Warm-up steps", "Steps over which the learning rate ramps up from 0, whatever the schedule.", "int"),
         FormField("optim.weight_decay", "Weight decay", "AdamW weight decay.", "float"),
         FormField("optim.max_grad_norm", "Max gradient norm", "Gradients are clipped to this norm.", "float"),
         FormField("optim.prompts_per_step", "Prompts per micro-batch (P)",

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from rft import data as datasets
 from rft import models, sft
-from rft.config import RunConfig
+from rft.config import OptimConfig, RunConfig
 from rft.distributed import Processes
 from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
@@ -92,6 +92,16 @@ def step_reward_std(totals: list[torch.Tensor], processes: Processes) -> float:
                                    processes.sum(float((scored**2).sum())))
 
 
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int):
+    """The schedule of `optim.lr_scheduler`, with its warm-up of `optim.warmup_steps` (the rate ramps
+    up linearly from 0) whatever the schedule. transformers' "constant" ignores the warm-up, so a
+    constant rate is its "constant_with_warmup", the same schedule when there is no warm-up."""
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if optim.lr_scheduler == "constant" else optim.lr_scheduler
+    return get_scheduler(name, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -135,12 +145,8 @@ class Trainer:
         self.weights = torch.tensor([cfg.rewards.weights.get(n, 1.0) for n in self.function_names])
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
-        from transformers import get_scheduler
-
         self.max_steps = self._max_steps()
-        self.scheduler = get_scheduler(
-            cfg.optim.lr_scheduler, self.optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=self.max_steps
-        )
+        self.scheduler = learning_rate_schedule(self.optimizer, cfg.optim, self.max_steps)
 
     def _warm_start(self) -> Path | None:
         """With sft.enabled, the warm-started adapter GRPO continues from: made now, or on a resume
