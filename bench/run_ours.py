@@ -41,7 +41,8 @@ def ours_config(workload: Workload) -> RunConfig:
         sampling=SamplingConfig(num_generations=workload.num_generations,
                                 max_completion_length=workload.completion_length,
                                 temperature=workload.temperature, top_p=1.0, top_k=0),
-        grpo=GRPOConfig(beta=workload.beta, loss_type=workload.loss_type, num_iterations=1, scale_rewards="group"),
+        grpo=GRPOConfig(beta=workload.beta, use_bias_correction_kl=workload.use_bias_correction_kl,
+                        loss_type=workload.loss_type, num_iterations=1, scale_rewards="group"),
         optim=OptimConfig(learning_rate=workload.learning_rate, lr_scheduler="constant",
                           prompts_per_step=workload.prompts_per_step, gradient_accumulation_steps=1),
         # Only the final checkpoint, written after the last step is timed.

@@ -121,6 +121,7 @@ def run(workload: Workload) -> dict:
             top_p=1.0,
             top_k=0,
             beta=workload.beta,
+            use_bias_correction_kl=workload.use_bias_correction_kl,
             loss_type=workload.loss_type,
             num_iterations=1,
             scale_rewards="group",

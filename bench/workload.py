@@ -26,6 +26,7 @@ class Workload:
     lora_alpha: int = 32
     lora_targets: str = "all-linear"
     beta: float = 0.04
+    use_bias_correction_kl: bool = True  # TRL 1.16's default, and this trainer's
     loss_type: str = "grpo"
     learning_rate: float = 5e-5
     temperature: float = 1.0

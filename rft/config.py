@@ -78,6 +78,7 @@ class SamplingConfig:
 @dataclass
 class GRPOConfig:
     beta: float = 0.04  # KL weight; 0 skips the reference pass
+    use_bias_correction_kl: bool = True  # KL term times the importance ratio: unbiased gradient (TRL 1.16's default)
     epsilon_low: float = 0.2
     epsilon_high: float | None = None  # defaults to epsilon_low (DAPO uses 0.28)
     num_iterations: int = 1  # mu: optimisation passes over each batch

@@ -53,6 +53,10 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
     "GRPO": [
         FormField("grpo.beta", "KL weight (beta)",
                   "Pulls the policy towards the starting model; 0 skips the reference pass (faster).", "float"),
+        FormField("grpo.use_bias_correction_kl", "KL bias correction",
+                  "Weights each token's KL term by the probability ratio, so that its gradient is the unbiased "
+                  "gradient of the KL to the reference (TRL's default since 1.16). Leave it on; turn it off to "
+                  "match runs made without it. Matters only when the KL weight is above 0.", "bool"),
         FormField("grpo.epsilon_low", "Clip epsilon (low)", "PPO-style clipping of the probability ratio.", "float"),
         FormField("grpo.epsilon_high", "Clip epsilon (high)",
                   "Upper clip; empty uses the low value (DAPO uses 0.28).", "float", optional=True),

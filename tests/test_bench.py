@@ -83,6 +83,7 @@ def test_our_trainer_is_configured_as_the_workload_says():
     assert (config.sampling.num_generations, config.sampling.max_completion_length) == (4, 32)
     assert (config.lora.rank, config.lora.alpha, config.lora.target_modules) == (16, 32, "all-linear")
     assert (config.grpo.beta, config.grpo.loss_type, config.grpo.num_iterations) == (0.04, "grpo", 1)
+    assert config.grpo.use_bias_correction_kl  # as TRL 1.16's GRPOConfig defaults it
     assert (config.optim.learning_rate, config.optim.prompts_per_step) == (5e-5, 1)
     assert config.schedule.max_steps == 4 and config.schedule.seed == 0
     assert not config.data.shuffle and config.data.limit == 4  # the dataset's first rows, in order

@@ -148,6 +148,30 @@ def test_k3_kl_by_hand():
     assert (loss.k3_kl(torch.randn(100), torch.randn(100)) >= 0).all()
 
 
+def test_bias_corrected_kl_by_hand():
+    kl = torch.tensor([[0.5, 1.0]])
+    logp_old = torch.zeros(1, 2)
+    logp = torch.log(torch.tensor([[2.0, 0.5]]))  # rho = [2, 0.5]
+    assert loss.bias_corrected_kl(kl, logp, logp_old).tolist() == [pytest.approx([1.0, 0.5])]
+
+
+def test_bias_corrected_kl_adds_kl_times_dlogp_to_the_gradient_at_ratio_one():
+    # pi = [0.5, 0.25], pi_ref = [0.5, 0.5]: k3 = [0, 1 - ln 2]; d k3 / d logp = 1 - pi_ref / pi = [0, -1]
+    logp_ref = torch.log(torch.tensor([0.5, 0.5]))
+    plain_logp = torch.log(torch.tensor([0.5, 0.25])).requires_grad_()
+    loss.k3_kl(plain_logp, logp_ref).sum().backward()
+    assert plain_logp.grad.tolist() == pytest.approx([0.0, -1.0])
+
+    logp = torch.log(torch.tensor([0.5, 0.25])).requires_grad_()
+    kl = loss.k3_kl(logp, logp_ref)
+    corrected = loss.bias_corrected_kl(kl, logp, logp.detach())  # one pass per batch: rho = 1 in value
+    assert corrected.tolist() == pytest.approx(kl.tolist())
+    corrected.sum().backward()
+    # plus k3 * d logp: [0, -1 + 1 - ln 2] = [0, -ln 2], which is logp - logp_ref
+    assert logp.grad.tolist() == pytest.approx([0.0, -math.log(2)])
+    assert logp.grad.tolist() == pytest.approx((plain_logp.grad + kl.detach()).tolist())
+
+
 def test_per_token_loss_with_and_without_kl():
     objective = torch.tensor([1.0, -2.0])
     kl = torch.tensor([0.5, 1.0])

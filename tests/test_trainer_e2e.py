@@ -168,6 +168,18 @@ def test_batch_scaling_divides_by_the_std_of_the_whole_step(tmp_path, tiny_model
     assert informative, "every group had zero spread or the step's std: the test checks nothing"
 
 
+def test_kl_bias_correction_changes_the_update_not_the_logged_kl(tmp_path, tiny_model_dir, prompts_file):
+    rows = {}
+    for corrected in (True, False):
+        config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=2", "schedule.save_every=0",
+                                                              f"grpo.use_bias_correction_kl={str(corrected).lower()}"])
+        rows[corrected] = read_metrics(train(config, tmp_path / f"run-{corrected}", progress=False)).loc[2]
+    # Step 1 is the same in both (KL 0 against a fresh adapter), so step 2 samples the same completions
+    # from the same policy: the same plain k3 KL, but the correction adds KL x d logp to the gradient.
+    assert rows[True]["kl"] == pytest.approx(rows[False]["kl"]) and rows[True]["kl"] > 0
+    assert rows[True]["grad_norm"] != pytest.approx(rows[False]["grad_norm"], rel=1e-6)
+
+
 def test_learning_short_answers_raises_the_reward(tmp_path, tiny_model_dir, prompts_file):
     config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=30", "schedule.save_every=0",
                                                           "sampling.num_generations=8"])

@@ -132,6 +132,17 @@ def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
+def bias_corrected_kl(kl: torch.Tensor, logp: torch.Tensor, logp_old: torch.Tensor) -> torch.Tensor:
+    """rho * kl per token, rho = exp(logp - logp_old) (TRL's use_bias_correction_kl, DeepSeek-V3.2).
+
+    The tokens were sampled from the old policy, so the k3 term needs the importance ratio for its
+    gradient to be the unbiased gradient of KL(pi || pi_ref). rho is 1 in value when there is one
+    pass per batch, but d rho = rho d logp still flows, adding kl * d logp to the k3 gradient:
+    d(rho k3) = (1 - pi_ref / pi + k3) d logp = (logp - logp_ref) d logp at rho = 1.
+    """
+    return kl * torch.exp(logp - logp_old)
+
+
 def per_token_loss(objective: torch.Tensor, kl: torch.Tensor | None, beta: float) -> torch.Tensor:
     """l_t = -(L_clip - beta * kl): maximise the surrogate, stay near the reference."""
     if kl is None or beta == 0:

@@ -291,8 +291,12 @@ class Trainer:
                                                         with_entropy=iteration == 0)
                 logp_old = batch.logp_old if batch.logp_old is not None else logp.detach()
                 objective, clipped_low, clipped_high = grpo_loss.clipped_surrogate(logp, logp_old, batch.advantages, eps_low, eps_high)
-                kl = grpo_loss.k3_kl(logp, batch.logp_ref) if batch.logp_ref is not None else None
-                token_loss = grpo_loss.per_token_loss(objective, kl, cfg.grpo.beta)
+                kl = kl_penalty = None
+                if batch.logp_ref is not None:
+                    kl = grpo_loss.k3_kl(logp, batch.logp_ref)
+                    # The ratio reweights the penalty's gradient; the logged kl stays the plain k3 estimate.
+                    kl_penalty = grpo_loss.bias_corrected_kl(kl, logp, logp_old) if cfg.grpo.use_bias_correction_kl else kl
+                token_loss = grpo_loss.per_token_loss(objective, kl_penalty, cfg.grpo.beta)
                 micro_loss = grpo_loss.aggregate_loss(token_loss, mask, cfg.grpo.loss_type, cfg.sampling.max_completion_length, global_active)
                 if cfg.grpo.loss_type != "dapo":
                     micro_loss = micro_loss / shares
