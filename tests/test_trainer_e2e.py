@@ -181,8 +181,13 @@ def test_kl_bias_correction_changes_the_update_not_the_logged_kl(tmp_path, tiny_
 
 
 def test_learning_short_answers_raises_the_reward(tmp_path, tiny_model_dir, prompts_file):
+    # Without the KL bias correction: at this learning rate the tiny model moves far from its
+    # reference within steps, and the corrected KL gradient, log(pi / pi_ref), pulls it back harder
+    # than k3's, 1 - pi_ref / pi, where the policy raised a token. Over 30 steps the reward then
+    # rose by 0.24, 1.06 and 0.32 (seeds 0, 1, 2) against 0.69, 1.75 and 2.06 without it.
     config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=30", "schedule.save_every=0",
-                                                          "sampling.num_generations=8"])
+                                                          "sampling.num_generations=8",
+                                                          "grpo.use_bias_correction_kl=false"])
     run_dir = train(config, tmp_path / "run", progress=False)
     rewards = read_metrics(run_dir)["reward"].tolist()
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
