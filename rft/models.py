@@ -303,42 +303,23 @@ def load_for_inference(reference: str, adapter: str | None = None, device: str =
     return model, tokenizer
 
 
-def common_prefix_length(sequences: list[list[int]], limit: int) -> int:
-    """How many leading tokens every sequence has in common, at most `limit`."""
-    first = sequences[0]
-    length = 0
-    while length < limit and all(sequence[length] == first[length] for sequence in sequences):
-        length += 1
-    return length
-
-
 def generate_continuations(model, tokenizer, prompt_texts: list[str], max_new_tokens: int,
                            temperature: float = 0.0) -> list[str]:
     """Each prompt's continuation, without the prompt and special tokens; temperature 0 is greedy.
 
-    The prompts run as one batch. Their common beginning (a task's instructions: ~330 of the ~480
-    tokens of a Wordle prompt) is computed once and its KV cache shared; the rest of each prompt
-    follows it, left-padded, so the padding sits between the two and the attention mask skips it.
+    The prompts run as one batch through the rollout generator, which computes their common
+    beginning (a task's instructions: ~330 of the ~480 tokens of a Wordle prompt) once.
     """
+    from rft import generation
+    from rft.grpo.sampler import eos_token_ids
+
     device = next(model.parameters()).device
     # The chat template already wrote any special tokens the model expects at the start.
     encoded = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
-    # Every prompt keeps at least one token outside the cache: generate() feeds it.
-    shared = common_prefix_length(encoded, limit=min(len(ids) for ids in encoded) - 1)
-    rest = tokenizer.pad({"input_ids": [ids[shared:] for ids in encoded]}, padding=True, return_tensors="pt")
-    rows = len(encoded)
-    prefix = torch.tensor(encoded[0][:shared], dtype=torch.long).expand(rows, -1)
-    input_ids = torch.cat([prefix, rest["input_ids"]], dim=1).to(device)
-    attention_mask = torch.cat([torch.ones_like(prefix), rest["attention_mask"]], dim=1).to(device)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    with torch.no_grad():
-        cache = None
-        if shared:
-            cache = model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
-            cache.batch_repeat_interleave(rows)
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                                max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
-    return tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+    prompt_ids, prompt_mask = (t.to(device) for t in generation.pack_prompts(encoded, tokenizer.pad_token_id))
+    output = generation.generate(model, prompt_ids, prompt_mask, 1, max_new_tokens, eos_token_ids(model, tokenizer),
+                                 tokenizer.pad_token_id, temperature)
+    return tokenizer.batch_decode(output, skip_special_tokens=True)
 
 
 def parameter_counts(model) -> tuple[int, int]:

@@ -18,6 +18,15 @@ import contextlib
 import torch
 
 
+def common_prefix_length(sequences: list[list[int]], limit: int) -> int:
+    """How many leading tokens every sequence has in common, at most `limit`."""
+    first = sequences[0]
+    length = 0
+    while length < limit and all(sequence[length] == first[length] for sequence in sequences):
+        length += 1
+    return length
+
+
 def prefill(model, input_ids: torch.Tensor, repeats: int, **model_kwargs):
     """Run `input_ids` once and repeat its cache `repeats` times per row (row-wise, as
     repeat_interleave). Returns (cache, logits at the last position repeated alike [rows, 1, V])."""

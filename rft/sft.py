@@ -131,7 +131,7 @@ def shared_prefix_length(examples: list[Example]) -> int:
     fraction of the forward and backward passes. Stopping inside the prompts keeps every
     demonstration token's prediction in the per-example part.
     """
-    return models.common_prefix_length([e.input_ids for e in examples], min(e.prompt_length for e in examples) - 1)
+    return prefix_cache.common_prefix_length([e.input_ids for e in examples], min(e.prompt_length for e in examples) - 1)
 
 
 def batch_loss(model, examples: list[Example], pad_token_id: int) -> tuple[torch.Tensor, int]:

@@ -1,7 +1,7 @@
 """Rollouts: sample a group of completions per prompt, and score tokens under a policy.
 
 Generation is the bottleneck of every GRPO trainer, so the whole batch (P prompts x G
-completions) is sampled in one `generate` call that stops as soon as every sequence has ended.
+completions) is sampled at once by the rollout generator (rft.generation).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rft import prefix_cache
+from rft import generation, prefix_cache
 from rft.config import SamplingConfig
+from rft.generation import positions_from_mask
 from rft.grpo.loss import token_entropy, token_logprobs
 
 
@@ -20,7 +21,7 @@ from rft.grpo.loss import token_entropy, token_logprobs
 class Rollout:
     """One batch of sampled completions, grouped: rows [p*G, (p+1)*G) answer prompt p."""
 
-    prompt_ids: torch.Tensor  # [P, Lp], left-padded: each prompt once, shared by its group
+    prompt_ids: torch.Tensor  # [P, Lp], packed (generation.pack_prompts): each prompt once, shared by its group
     prompt_mask: torch.Tensor  # [P, Lp]
     group_size: int  # G
     completion_ids: torch.Tensor  # [B, Lc], padded after the first EOS
@@ -32,11 +33,6 @@ class Rollout:
     @property
     def completion_lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding, as generate() computes them."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,28 +71,15 @@ def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingCo
     """G completions for each prompt, sampled in one batch over a shared prompt prefill."""
     group = sampling.num_generations
     device = next(model.parameters()).device
-    encoded = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    prompt_ids, prompt_mask = encoded.input_ids, encoded.attention_mask
+    encoded = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
+    prompt_ids, prompt_mask = (t.to(device) for t in generation.pack_prompts(encoded, tokenizer.pad_token_id))
     eos_ids = eos_token_ids(model, tokenizer)
     started = time.perf_counter()
-    # The cache covers all but the last prompt token: generate() feeds that token itself.
-    prefix, _ = prefill_shared_prompts(model, prompt_ids[:, :-1], prompt_mask[:, :-1], group)
-    output = model.generate(
-        input_ids=prompt_ids.repeat_interleave(group, dim=0),
-        attention_mask=prompt_mask.repeat_interleave(group, dim=0),
-        past_key_values=prefix,
-        do_sample=True,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k or None,
-        max_new_tokens=sampling.max_completion_length,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    completion_ids = generation.generate(model, prompt_ids, prompt_mask, group, sampling.max_completion_length, eos_ids,
+                                         tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
     if device.type == "cuda":
         torch.cuda.synchronize()
     generate_seconds = time.perf_counter() - started
-    completion_ids = output[:, prompt_ids.shape[1] :]
     completion_mask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
     completion_ids = torch.where(completion_mask.bool(), completion_ids, torch.full_like(completion_ids, tokenizer.pad_token_id))
     completions = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)

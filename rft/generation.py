@@ -1,0 +1,234 @@
+"""The rollout generator: G completions per prompt, sampled by a decode loop built for rollouts.
+
+Generation is most of a GRPO step's time, and of every evaluation. `transformers`' `generate`
+grows its KV cache by concatenation at every token (a fresh allocation of the whole cache per
+layer and step) and runs single-token attention through a kernel made for long queries; at 32
+sequences on a CPU those two took two thirds of a decode step. This loop instead:
+- runs each prompt once and copies its KV cache into a preallocated (static) cache for its G rows,
+  which every decode step writes in place;
+- on CPU, computes single-token attention as two small matrix products over the key/value heads
+  (grouped-query attention needs no copy of the keys per query head);
+- samples on tensors with transformers' own logits warpers, in generate()'s order, so the same
+  seed gives the same tokens as generate() while no row has finished;
+- drops finished rows from the batch once a quarter of it has finished, so long stragglers do
+  not keep paying for the whole batch.
+Models whose cache is not a plain per-layer key/value cache (sliding windows, linear attention)
+fall back to generate(); `generation_path` says which path a model takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import AttentionInterface, StaticCache
+from transformers.cache_utils import DynamicLayer
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from rft import prefix_cache
+
+DECODE_ATTENTION = "rft_decode"
+COMPACT_WHEN_FINISHED = 0.25  # drop finished rows once this share of the batch has finished
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding, as generate() computes them."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def pack_prompts(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists as one batch: the beginning every prompt shares, then each one's rest left-padded.
+
+    Prompts of one task share their instructions (~330 of a Wordle prompt's ~480 tokens), so the
+    generator runs that beginning once (see shared_prefix_length); the padding sits between the two
+    parts, where the attention mask skips it. Returns (ids, mask), both [P, L].
+    """
+    shared = prefix_cache.common_prefix_length(prompts, limit=min(len(ids) for ids in prompts) - 1)
+    width = max(len(ids) for ids in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        rest = len(prompt) - shared
+        ids[row, :shared] = torch.tensor(prompt[:shared])
+        ids[row, width - rest:] = torch.tensor(prompt[shared:])
+        mask[row, :shared] = 1
+        mask[row, width - rest:] = 1
+    return ids, mask
+
+
+def shared_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int:
+    """How many leading columns every prompt has in common (unpadded), leaving each at least one token."""
+    same = (prompt_ids == prompt_ids[:1]).all(0) & prompt_mask.bool().all(0)
+    return min(int(same.long().cumprod(0).sum()), prompt_ids.shape[1] - 1)
+
+
+def prefill_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """Each prompt's KV cache and its last position's logits [P, 1, V]; the beginning all prompts
+    share runs once."""
+    shared = shared_prefix_length(prompt_ids, prompt_mask) if prompt_ids.shape[0] > 1 else 0
+    positions = positions_from_mask(prompt_mask)
+    if not shared:
+        return prefix_cache.prefill(model, prompt_ids, 1, attention_mask=prompt_mask, position_ids=positions)
+    cache, _ = prefix_cache.prefill(model, prompt_ids[:1, :shared], prompt_ids.shape[0])
+    with prefix_cache.continuing(model, cache):
+        logits = model(input_ids=prompt_ids[:, shared:], attention_mask=prompt_mask, position_ids=positions[:, shared:],
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+    return cache, logits
+
+
+def decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention for one new token per row: softmax(q k^T * scale + mask) v, per key/value head.
+
+    The query heads that share a key/value head are stacked as rows of one product, so the keys are
+    read once per group instead of copied once per query head. Longer queries (a prefill) take the
+    library's SDPA path. query [B, H, 1, D], key / value [B, Hkv, L, D], mask bool [B, 1, 1, L].
+    """
+    if query.shape[2] != 1 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    batch, heads, _, head_dim = query.shape
+    kv_heads = key.shape[1]
+    stacked = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+    scores = torch.matmul(stacked, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    output = torch.matmul(weights, value)  # [B, Hkv, H / Hkv, D]
+    return output.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
+
+
+AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+
+
+def generation_path(model) -> str:
+    """'rollout' (this module's decode loop) or 'generate' (transformers' generate), for a log line."""
+    return "rollout" if _has_plain_cache(model) else "generate"
+
+
+def _has_plain_cache(model) -> bool:
+    from transformers import DynamicCache
+
+    config = model.config
+    layer_types = getattr(config, "layer_types", None) or []
+    uniform = all(kind == "full_attention" for kind in layer_types)
+    cache = DynamicCache(config=config)
+    return uniform and not getattr(config, "sliding_window", None) and all(type(layer) is DynamicLayer
+                                                                           for layer in cache.layers)
+
+
+def logits_warpers(temperature: float, top_p: float = 1.0, top_k: int = 0) -> LogitsProcessorList:
+    """generate()'s sampling warpers, in its order: temperature, then top-k, then top-p."""
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    return warpers
+
+
+@torch.no_grad()
+def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: int, max_new_tokens: int,
+             eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             compact: bool = True) -> torch.Tensor:
+    """`repeats` continuations of each left-padded prompt: token ids [P * repeats, <= max_new_tokens],
+    rows of one prompt together, pad after each row's first EOS. temperature 0 decodes greedily.
+
+    compact=False keeps finished rows in the batch (fed padding, as generate() does), which makes
+    the random numbers drawn, and so the tokens, the same as generate()'s for the same seed.
+    """
+    if not _has_plain_cache(model):
+        return _generate_with_transformers(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids, pad_id,
+                                           temperature, top_p, top_k)
+    device = prompt_ids.device
+    rows = prompt_ids.shape[0] * repeats
+    prompt_length = prompt_ids.shape[1]
+    warpers = logits_warpers(temperature, top_p, top_k) if temperature > 0 else None
+    eos = torch.tensor(eos_ids, device=device)
+
+    with _decode_attention(model):
+        prompt_cache, logits = prefill_prompts(model, prompt_ids, prompt_mask)
+        cache = StaticCache(config=model.config, max_cache_len=prompt_length + max_new_tokens)
+        for index, layer in enumerate(prompt_cache.layers):
+            cache.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), index)
+        del prompt_cache
+        attention_mask = torch.zeros(rows, prompt_length + max_new_tokens, dtype=torch.long, device=device)
+        attention_mask[:, :prompt_length] = prompt_mask.repeat_interleave(repeats, 0)
+        positions = prompt_mask.sum(-1).repeat_interleave(repeats, 0)
+        next_logits = logits[:, -1].float().repeat_interleave(repeats, 0)
+
+        output = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        active = torch.arange(rows, device=device)  # the output row of each batch row
+        unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+        steps = 0
+        for step in range(max_new_tokens):
+            tokens = _pick(next_logits, warpers)
+            tokens = torch.where(unfinished, tokens, pad_id)
+            output[active, step] = tokens
+            steps = step + 1
+            unfinished &= ~torch.isin(tokens, eos)
+            if step == max_new_tokens - 1 or not unfinished.any():
+                break
+            if compact and (~unfinished).sum() >= COMPACT_WHEN_FINISHED * len(active):
+                keep = unfinished.nonzero().squeeze(1)
+                _keep_cache_rows(cache, keep)
+                active, tokens, positions = active[keep], tokens[keep], positions[keep]
+                attention_mask, unfinished = attention_mask[keep], unfinished[keep]
+            attention_mask[:, prompt_length + step] = 1
+            logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            next_logits = logits[:, -1].float()
+            positions = positions + 1
+    return output[:, :steps]
+
+
+def _pick(logits: torch.Tensor, warpers: LogitsProcessorList | None) -> torch.Tensor:
+    if warpers is None:
+        return logits.argmax(-1)
+    probs = torch.softmax(warpers(None, logits), dim=-1)
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+def _keep_cache_rows(cache: StaticCache, keep: torch.Tensor) -> None:
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[keep], layer.values[keep]
+        layer.batch_size = len(keep)
+
+
+@contextlib.contextmanager
+def _decode_attention(model):
+    """On CPU, single-token attention runs through decode_attention while the block runs."""
+    config = model.config
+    current = config._attn_implementation
+    if next(model.parameters()).device.type != "cpu" or current not in ("sdpa", "eager"):
+        yield
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(DECODE_ATTENTION)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(current)
+
+
+def _generate_with_transformers(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids, pad_id,
+                                temperature, top_p, top_k) -> torch.Tensor:
+    """generate() over the shared-prompt cache: for models whose cache the decode loop does not cover."""
+    # The cache covers all but the last prompt token: generate() feeds that token itself.
+    cache, _ = prefix_cache.prefill(model, prompt_ids[:, :-1], repeats, attention_mask=prompt_mask[:, :-1],
+                                    position_ids=positions_from_mask(prompt_mask[:, :-1]))
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None} \
+        if temperature > 0 else {"do_sample": False}
+    output = model.generate(input_ids=prompt_ids.repeat_interleave(repeats, 0),
+                            attention_mask=prompt_mask.repeat_interleave(repeats, 0), past_key_values=cache,
+                            max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id, **sampling)
+    return output[:, prompt_ids.shape[1]:]

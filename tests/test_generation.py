@@ -1,0 +1,98 @@
+"""The rollout generator: the same tokens as transformers' generate() for the same seed, the same
+greedy text after finished rows leave the batch, a distribution that compaction does not change,
+and the prompts' shared beginning computed once."""
+
+import torch
+
+from rft import generation
+from rft.data import render_prompt
+from rft.models import generate_continuations, load_for_inference
+
+PROMPTS = ["Hi", "Write a long and careful answer about the history of the number zero, please.", "Count to ten."]
+
+
+def tiny(tiny_model_dir):
+    model, tokenizer = load_for_inference(str(tiny_model_dir))
+    texts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS]
+    encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    return model, tokenizer, encoded
+
+
+def end_tokens(tokenizer, share: int) -> list[int]:
+    """One token in `share` counts as an end token, so that the tiny model's rows (its next-token
+    distribution is broad) finish at different steps."""
+    return list(range(1, len(tokenizer), share))
+
+
+def test_same_seed_gives_the_same_tokens_as_transformers_generate(tiny_model_dir):
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    padded = tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
+    prompt_ids, prompt_mask = padded["input_ids"], padded["attention_mask"]
+    eos = end_tokens(tokenizer, 10)
+    pad = tokenizer.pad_token_id
+    for temperature, top_p, top_k in ((1.0, 1.0, 0), (0.7, 0.9, 20)):
+        torch.manual_seed(5)
+        ours = generation.generate(model, prompt_ids, prompt_mask, 4, 16, eos, pad, temperature, top_p, top_k,
+                                   compact=False)
+        torch.manual_seed(5)
+        theirs = model.generate(input_ids=prompt_ids.repeat_interleave(4, 0),
+                                attention_mask=prompt_mask.repeat_interleave(4, 0), do_sample=True,
+                                temperature=temperature, top_p=top_p, top_k=top_k or None, max_new_tokens=16,
+                                eos_token_id=eos, pad_token_id=pad)[:, prompt_ids.shape[1]:]
+        assert ours.shape == theirs.shape
+        assert torch.equal(ours, theirs)
+        assert (ours == pad).any() and not (ours == pad).all()  # some rows finished early, others did not
+
+
+def test_finished_rows_leave_the_batch_without_changing_the_greedy_text(tiny_model_dir, monkeypatch):
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
+    eos = end_tokens(tokenizer, 8)
+    compactions = []
+    keep_rows = generation._keep_cache_rows
+    monkeypatch.setattr(generation, "_keep_cache_rows", lambda cache, keep: (compactions.append(len(keep)),
+                                                                                keep_rows(cache, keep)))
+    many = torch.cat([prompt_ids] * 4), torch.cat([prompt_mask] * 4)
+    kept = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0, compact=False)
+    assert not compactions
+    compacted = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0)
+    assert compactions, "no row finished early enough to leave the batch"
+    assert torch.equal(compacted, kept)
+
+
+def test_compaction_keeps_the_distribution(tiny_model_dir):
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded[:1], tokenizer.pad_token_id)
+    eos = end_tokens(tokenizer, 12)
+
+    def lengths(compact: bool) -> torch.Tensor:
+        torch.manual_seed(11 if compact else 12)
+        ids = generation.generate(model, prompt_ids, prompt_mask, 300, 16, eos, tokenizer.pad_token_id, compact=compact)
+        return torch.isin(ids, torch.tensor(eos)).int().argmax(-1)  # where each row ended
+
+    compacted, kept = lengths(True), lengths(False)
+    assert compacted.float().std() > 0
+    # Two-sample Kolmogorov-Smirnov at the 0.1% level: the largest gap between the two empirical
+    # distributions of where rows ended stays below 1.95 * sqrt(2 / n).
+    values = torch.arange(17)
+    gap = ((compacted[:, None] <= values).float().mean(0) - (kept[:, None] <= values).float().mean(0)).abs().max()
+    assert gap < 1.95 * (2 / len(kept)) ** 0.5, gap
+
+
+def test_the_shared_beginning_of_several_prompts_runs_once(tiny_model_dir):
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
+    shared = generation.shared_prefix_length(prompt_ids, prompt_mask)
+    assert shared > 10  # the chat template's system message
+    assert prompt_mask[:, :shared].all() and not prompt_mask[:, shared:].all()
+
+    cache, logits = generation.prefill_prompts(model, prompt_ids, prompt_mask)
+    padded = tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = model(**padded, position_ids=generation.positions_from_mask(padded["attention_mask"])).logits[:, -1:]
+    assert torch.allclose(logits, plain, atol=1e-4)
+
+    texts = [tokenizer.decode(ids) for ids in encoded]
+    greedy = generate_continuations(model, tokenizer, texts, 12)
+    one_by_one = [generate_continuations(model, tokenizer, [text], 12)[0] for text in texts]
+    assert greedy == one_by_one
