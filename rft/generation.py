@@ -108,8 +108,14 @@ AttentionInterface.register(DECODE_ATTENTION, decode_attention)
 AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
 
 
+PATH_DESCRIPTIONS = {
+    "rollout": "the rollout decode loop (static KV cache, finished rows leave the batch)",
+    "generate": "transformers' generate() (this model's cache is not a plain key/value cache)",
+}
+
+
 def generation_path(model) -> str:
-    """'rollout' (this module's decode loop) or 'generate' (transformers' generate), for a log line."""
+    """'rollout' (this module's decode loop) or 'generate' (transformers' generate): PATH_DESCRIPTIONS says more."""
     return "rollout" if _has_plain_cache(model) else "generate"
 
 

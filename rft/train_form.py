@@ -89,6 +89,10 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("lora.dropout", "Dropout", "Dropout on the adapter input.", "float"),
         FormField("lora.target_modules", "Target modules",
                   "'all-linear', or comma-separated module names such as q_proj,v_proj.", "text"),
+        FormField("model.gradient_checkpointing", "Gradient checkpointing",
+                  "Recompute each layer's activations in the backward pass instead of keeping them: much less "
+                  "memory for long completions or large models, about a third more training time. The shared "
+                  "prompt still runs once per group.", "bool"),
     ],
     "Schedule": [
         FormField("schedule.max_steps", "Max steps", "Optimiser steps to train for.", "int"),

@@ -59,6 +59,7 @@ def test_a_grpo_run_with_checkpointing(tmp_path, tiny_model_dir, prompts_file):
     metrics = read_metrics(run_dir)
     assert metrics["step"].tolist() == [1, 2, 3]
     assert (metrics["grad_norm"] > 0).all()
+    assert "generation: the rollout decode loop" in (run_dir / "logs.txt").read_text()
 
 
 @pytest.mark.slow

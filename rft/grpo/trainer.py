@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from rft import data as datasets
-from rft import models, sft
+from rft import generation, models, sft
 from rft.config import OptimConfig, RunConfig
 from rft.distributed import Processes
 from rft.faults import fault_point
@@ -139,6 +139,7 @@ class Trainer:
         trainable, total = models.parameter_counts(self.model)
         self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({base.dtype}); "
                         f"trainable {trainable:,} of {total:,} parameters")
+        self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}")
         self.prompts = self._prepare_prompts()
         self.rewards = RewardRuntime(cfg.rewards.source, cfg.rewards.weights, cfg.rewards.timeout_s)
         self.function_names = list(self.rewards.function_names)
