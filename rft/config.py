@@ -16,8 +16,14 @@ from pathlib import Path
 import yaml
 
 BUNDLED_MODEL = "bundled:SmolLM2-135M-Instruct"
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+# Loss types that sum token losses over the batch: at sequence level each sequence's one ratio then
+# counts once per token, weighting sequences by length instead of GSPO's per-sequence objective.
+TOKEN_SUM_LOSS_TYPES = ("bnpo", "dr_grpo", "dapo", "cispo")
+CLIPPED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 MAX_COMPLETIONS_PER_MICRO_BATCH = 16384
 
@@ -85,6 +91,14 @@ class GRPOConfig:
     loss_type: str = "grpo"
     scale_rewards: str = "group"
     mask_truncated_completions: bool = False
+    # The variants, with TRL 1.16's names and defaults (shared/specs/grpo.md, "Variants").
+    importance_sampling_level: str = "token"  # sequence: GSPO's one length-normalised ratio per completion
+    delta: float | None = None  # two-sided clipping: cap on the unclipped ratio; None: off
+    sapo_temperature_pos: float = 1.0  # sapo's gate temperature where A > 0
+    sapo_temperature_neg: float = 1.05  # ... and where A <= 0
+    top_entropy_quantile: float = 1.0  # policy loss on the top q of tokens by entropy; 1.0: every token
+    entropy_coef: float = 0.0  # entropy bonus: loss - coef * mean token entropy; 0: off
+    multi_objective_aggregation: str = "sum_then_normalize"  # or normalize_then_sum: each function per group first
 
 
 @dataclass
@@ -207,6 +221,7 @@ class RunConfig:
                 found.append(message)
 
         s, g, o, sc, lo = self.sampling, self.grpo, self.optim, self.schedule, self.lora
+        eps_high = g.epsilon_high if g.epsilon_high is not None else g.epsilon_low
         require(bool(self.name.strip()), "name: give the run a name")
         require(bool(self.model.name_or_path.strip()), "model.name_or_path: choose a model")
         require(self.model.device == "auto" or self.model.device == "cpu" or self.model.device.startswith("cuda"),
@@ -236,6 +251,34 @@ class RunConfig:
         require(g.loss_type in LOSS_TYPES, f"grpo.loss_type: {g.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
         require(g.scale_rewards in SCALE_REWARDS,
                 f"grpo.scale_rewards: {g.scale_rewards!r} is not one of {', '.join(SCALE_REWARDS)}")
+        require(g.importance_sampling_level in IMPORTANCE_SAMPLING_LEVELS,
+                f"grpo.importance_sampling_level: {g.importance_sampling_level!r} is not one of "
+                f"{', '.join(IMPORTANCE_SAMPLING_LEVELS)}")
+        require(not (g.importance_sampling_level == "sequence" and g.loss_type in TOKEN_SUM_LOSS_TYPES),
+                f"grpo.importance_sampling_level: sequence level (GSPO) with loss_type {g.loss_type} sums per-token "
+                "losses, so each sequence's single ratio counts once per token and long completions weigh more, "
+                "which is not GSPO's per-sequence objective. Use loss_type grpo (or sapo) with sequence level.")
+        require(g.delta is None or (_finite(g.delta) and g.delta > 1 + eps_high),
+                f"grpo.delta: must be above 1 + epsilon_high ({1 + eps_high:g}) or empty (off); at or below it "
+                "the cap cuts the ratio of positive-advantage tokens that clipping lets through (INTELLECT-2 uses 4)")
+        require(g.delta is None or g.loss_type in CLIPPED_LOSS_TYPES,
+                f"grpo.delta: caps the unclipped ratio of {', '.join(CLIPPED_LOSS_TYPES)}; {g.loss_type} has no "
+                "such term and would ignore it. Leave delta empty.")
+        require(g.loss_type != "cispo" or (g.epsilon_high is not None and g.epsilon_high >= 1),
+                "grpo.epsilon_high: cispo caps the ratio itself at epsilon_high (not 1 + epsilon_high), so it must be "
+                "set and at least 1; left empty it would be epsilon_low and scale every token's gradient down. "
+                "ScaleRL recommends 5.")
+        require(_finite(g.sapo_temperature_pos) and 0 < g.sapo_temperature_pos <= 100,
+                "grpo.sapo_temperature_pos: must be in (0, 100]")
+        require(_finite(g.sapo_temperature_neg) and 0 < g.sapo_temperature_neg <= 100,
+                "grpo.sapo_temperature_neg: must be in (0, 100]")
+        require(_finite(g.top_entropy_quantile) and 0 <= g.top_entropy_quantile <= 1,
+                "grpo.top_entropy_quantile: must be in [0, 1]; 1 keeps every token, 0.2 the top 20% by entropy")
+        require(_finite(g.entropy_coef) and 0 <= g.entropy_coef <= 10,
+                "grpo.entropy_coef: must be in [0, 10]; 0 turns the entropy bonus off")
+        require(g.multi_objective_aggregation in MULTI_OBJECTIVE_AGGREGATIONS,
+                f"grpo.multi_objective_aggregation: {g.multi_objective_aggregation!r} is not one of "
+                f"{', '.join(MULTI_OBJECTIVE_AGGREGATIONS)}")
         require(_finite(o.learning_rate) and 0 < o.learning_rate <= 1, "optim.learning_rate: must be in (0, 1]")
         require(o.lr_scheduler in LR_SCHEDULERS,
                 f"optim.lr_scheduler: {o.lr_scheduler!r} is not one of {', '.join(LR_SCHEDULERS)}")

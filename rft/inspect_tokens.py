@@ -153,7 +153,7 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
     eps_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon_low
     advantage = torch.tensor([stored["advantage"]])
     objective, clipped_low, clipped_high = grpo_loss.clipped_surrogate(
-        logp_updated[None], logp_sampled[None], advantage, grpo.epsilon_low, eps_high)
+        torch.exp(logp_updated - logp_sampled)[None], advantage, grpo.epsilon_low, eps_high)
     kl = grpo_loss.k3_kl(logp_sampled[None], logp_ref[None])
     contribution = -grpo_loss.per_token_loss(objective, kl, grpo.beta)
 

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from rft.config import DataConfig, ModelConfig, OptimConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig
 from rft.config import SFTConfig
 from rft.distributed import Processes, join_launched_processes
-from rft.grpo.trainer import step_reward_std
+from rft.grpo.trainer import step_reward_moments
 from rft.runs import list_checkpoints, read_metrics, read_rollouts, read_sft_metrics, read_status
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def _collectives(rank: int, port: int, results) -> None:
         "rank": processes.rank, "world_size": processes.world_size, "device": processes.device,
         "grad": weight.grad.tolist(), "unused_grad": unused.grad.tolist(), "copied": fresh.detach().tolist(),
         "sum": processes.sum(rank + 0.5),
-        "step_reward_std": step_reward_std(micro_batches, processes),
+        "step_reward_moments": step_reward_moments(micro_batches, processes),
         "from_main": processes.from_main(f"named by {rank}"),
         "gathered": processes.gather_at_main({"rank": rank}),
     }
@@ -69,7 +69,7 @@ def test_collectives_sum_copy_and_gather_across_two_processes():
         assert result["unused_grad"] == [1.0, 1.0]
         assert result["copied"] == [0.0, 0.0]
         assert result["sum"] == 2.0
-        assert result["step_reward_std"] == pytest.approx(torch.tensor([1.0, 2.0, 3.0, 4.0]).std().item())
+        assert result["step_reward_moments"] == pytest.approx((2.5, torch.tensor([1.0, 2.0, 3.0, 4.0]).std().item()))
         assert result["from_main"] == "named by 0"
     assert main["gathered"] == [{"rank": 0}, {"rank": 1}]
     assert follower["gathered"] is None

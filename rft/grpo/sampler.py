@@ -87,9 +87,11 @@ def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingCo
 
 
 def completion_logprobs(
-    model, rollout: Rollout, temperature: float, with_entropy: bool = False
+    model, rollout: Rollout, temperature: float, with_entropy: bool = False, entropy_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(token) at every completion position ([B, Lc]), and optionally the token entropy.
+    """log pi(token) at every completion position ([B, Lc]), and optionally the token entropy:
+    detached, unless `entropy_grad` (an entropy bonus in the loss), which keeps each position's
+    full-vocabulary softmax for the backward pass.
 
     The prompt runs once per group (prefill_shared_prompts); the completions then run on its
     cache, and only their positions reach the LM head. Logits are divided by the sampling
@@ -114,7 +116,9 @@ def completion_logprobs(
     logits = logits / temperature
     logp = token_logprobs(logits, rollout.completion_ids)
     entropy = None
-    if with_entropy:
+    if with_entropy and entropy_grad:
+        entropy = token_entropy(logits)
+    elif with_entropy:
         with torch.no_grad():
             entropy = token_entropy(logits.detach())
     return logp, entropy

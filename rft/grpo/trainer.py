@@ -82,14 +82,15 @@ class StepOutcome:
         )
 
 
-def step_reward_std(totals: list[torch.Tensor], processes: Processes) -> float:
-    """The unbiased std of the step's scored total rewards, over `totals` (one tensor per micro-batch)
-    in every process; NaN when fewer than two were scored. Every process gets the same value from
-    three sums (count, sum, sum of squares) rather than a gather of all rewards."""
+def step_reward_moments(totals: list[torch.Tensor], processes: Processes) -> tuple[float, float]:
+    """The mean and unbiased std of the step's scored rewards, over `totals` (one tensor per micro-batch)
+    in every process; NaN when none (mean) or fewer than two (std) were scored. Every process gets
+    the same values from three sums (count, sum, sum of squares) rather than a gather of all rewards."""
     rewards = torch.cat(totals).double()
     scored = rewards[~rewards.isnan()]
-    return grpo_loss.std_from_sums(processes.sum(float(scored.numel())), processes.sum(float(scored.sum())),
-                                   processes.sum(float((scored**2).sum())))
+    count, total = processes.sum(float(scored.numel())), processes.sum(float(scored.sum()))
+    mean = total / count if count else float("nan")
+    return mean, grpo_loss.std_from_sums(count, total, processes.sum(float((scored**2).sum())))
 
 
 def learning_rate_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int):
@@ -235,8 +236,7 @@ class Trainer:
             self.writer.log(f"[reward {name}] {text}", step)
         for name, errors in scores.errors.items():
             self.writer.log(f"[reward {name}] {errors.count} completion(s) scored as missing: {errors.first_message}", step)
-        per_function = torch.tensor([scores.per_function[n] for n in self.function_names], dtype=torch.float32).T
-        total = grpo_loss.total_rewards(per_function, self.weights)
+        total = grpo_loss.total_rewards(self.score_matrix(scores.per_function), self.weights)
         timings["score"] += time.perf_counter() - started
 
         started = time.perf_counter()
@@ -262,51 +262,79 @@ class Trainer:
     def assign_advantages(self, batches: list[MicroBatch]) -> None:
         """The group-relative advantages of the step's micro-batches, once all of them are scored:
         with `scale_rewards: batch` each divides by the std of the whole step (every micro-batch of
-        every process), not by its own."""
+        every process), not by its own. With `multi_objective_aggregation: normalize_then_sum` each
+        function is normalised within its group first, and the weighted sums are then standardised
+        over the whole step (TRL's rule, which leaves scale_rewards aside)."""
         cfg = self.config
+        group = cfg.sampling.num_generations
+        if cfg.grpo.multi_objective_aggregation == "normalize_then_sum":
+            scores = [grpo_loss.group_normalised_rewards(self.score_matrix(batch.rewards), self.weights, group) for batch in batches]
+            mean, std = step_reward_moments(scores, self.processes)
+            for batch, batch_scores in zip(batches, scores):
+                advantages, batch.zero_std_groups = grpo_loss.step_advantages(batch_scores, group, mean, std)
+                batch.advantages = advantages.to(self.device)
+            return
         batch_std = None
         if cfg.grpo.scale_rewards == "batch":
-            batch_std = step_reward_std([batch.total for batch in batches], self.processes)
+            batch_std = step_reward_moments([batch.total for batch in batches], self.processes)[1]
         for batch in batches:
             advantages, batch.zero_std_groups = grpo_loss.group_advantages(
-                batch.total, cfg.sampling.num_generations, cfg.grpo.scale_rewards, batch_std)
+                batch.total, group, cfg.grpo.scale_rewards, batch_std)
             batch.advantages = advantages.to(self.device)
+
+    def score_matrix(self, per_function: dict[str, list[float]]) -> torch.Tensor:
+        """Each function's scores as one [B, functions] tensor, NaN where missing."""
+        return torch.tensor([per_function[n] for n in self.function_names], dtype=torch.float32).T
 
     def optimise(self, batches: list[MicroBatch], timings: dict) -> dict:
         """num_iterations passes of gradient accumulation over the step's micro-batches."""
-        cfg = self.config
+        cfg, g = self.config, self.config.grpo
         started = time.perf_counter()
         self.model.train()
-        eps_low = cfg.grpo.epsilon_low
-        eps_high = cfg.grpo.epsilon_high if cfg.grpo.epsilon_high is not None else eps_low
+        eps_high = g.epsilon_high if g.epsilon_high is not None else g.epsilon_low
         global_active = self.processes.sum(float(sum(b.loss_mask.sum() for b in batches)))
-        # Each micro-batch's mean loss is one share of the step's (dapo divides by global_active instead).
+        # Each micro-batch's mean loss is one share of the step's (dapo and cispo divide by global_active
+        # instead); the entropy bonus is a mean per micro-batch whatever the loss type, so always a share.
         shares = len(batches) * self.processes.world_size
+        step_normalised = g.loss_type in ("dapo", "cispo")
+        masks_by_entropy = g.top_entropy_quantile < 1.0
         stats = {"loss": [], "kl": [], "entropy": [], "clip_low": [], "clip_high": [], "grad_norm": []}
         for iteration in range(cfg.grpo.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for batch in batches:
                 mask = batch.loss_mask.to(self.device)
                 with models.training_autocast(self.device, cfg.model.dtype):
-                    logp, entropy = completion_logprobs(self.model, batch.rollout, cfg.sampling.temperature,
-                                                        with_entropy=iteration == 0)
+                    logp, entropy = completion_logprobs(
+                        self.model, batch.rollout, cfg.sampling.temperature,
+                        with_entropy=iteration == 0 or masks_by_entropy or g.entropy_coef > 0,
+                        entropy_grad=g.entropy_coef > 0)
                 logp_old = batch.logp_old if batch.logp_old is not None else logp.detach()
-                objective, clipped_low, clipped_high = grpo_loss.clipped_surrogate(logp, logp_old, batch.advantages, eps_low, eps_high)
+                ratio = torch.exp(grpo_loss.log_importance_weights(logp, logp_old, mask, g.importance_sampling_level))
+                objective, clipped_low, clipped_high = grpo_loss.policy_objective(
+                    g.loss_type, ratio, logp, batch.advantages, g.epsilon_low, eps_high, g.delta,
+                    g.sapo_temperature_pos, g.sapo_temperature_neg)
                 kl = kl_penalty = None
                 if batch.logp_ref is not None:
                     kl = grpo_loss.k3_kl(logp, batch.logp_ref)
                     # The ratio reweights the penalty's gradient; the logged kl stays the plain k3 estimate.
-                    kl_penalty = grpo_loss.bias_corrected_kl(kl, logp, logp_old) if cfg.grpo.use_bias_correction_kl else kl
-                token_loss = grpo_loss.per_token_loss(objective, kl_penalty, cfg.grpo.beta)
-                micro_loss = grpo_loss.aggregate_loss(token_loss, mask, cfg.grpo.loss_type, cfg.sampling.max_completion_length, global_active)
-                if cfg.grpo.loss_type != "dapo":
-                    micro_loss = micro_loss / shares
+                    kl_penalty = grpo_loss.bias_corrected_kl(kl, ratio) if g.use_bias_correction_kl else kl
+                # TRL takes the quantile over every process's tokens of the micro-batch; here it is over this
+                # process's micro-batch (the same with one process), which saves a gather of every entropy.
+                entropy_mask = grpo_loss.high_entropy_mask(entropy.detach(), mask, g.top_entropy_quantile) if masks_by_entropy else None
+                token_loss = grpo_loss.per_token_loss(objective, kl_penalty, g.beta, entropy_mask)
+                policy_loss = grpo_loss.aggregate_loss(token_loss, mask, g.loss_type, cfg.sampling.max_completion_length, global_active)
+                micro_loss = policy_loss if step_normalised else policy_loss / shares
+                bonus = 0.0
+                if g.entropy_coef > 0:
+                    acting = mask if entropy_mask is None else mask * entropy_mask
+                    bonus = g.entropy_coef * grpo_loss.mean_entropy(entropy, acting)
+                    micro_loss = micro_loss - bonus / shares
                 micro_loss.backward()
-                stats["loss"].append(micro_loss.item() * (shares if cfg.grpo.loss_type != "dapo" else 1))
+                stats["loss"].append(float(policy_loss) - float(bonus))
                 if kl is not None:
                     stats["kl"].append(grpo_loss.masked_mean(kl.detach(), mask))
-                if entropy is not None:
-                    stats["entropy"].append(grpo_loss.masked_mean(entropy, mask))
+                if entropy is not None and iteration == 0:
+                    stats["entropy"].append(grpo_loss.masked_mean(entropy.detach(), mask))
                 stats["clip_low"].append(grpo_loss.masked_mean(clipped_low.float(), mask))
                 stats["clip_high"].append(grpo_loss.masked_mean(clipped_high.float(), mask))
             params = [p for p in self.model.parameters() if p.requires_grad]
