@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: run test setup bench faults soak clean-venv
+.PHONY: run test setup bench crosscheck faults soak clean-venv
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -54,6 +54,10 @@ soak: $(TEST_STAMP)
 # TRL's GRPOTrainer against ours on identical work; BENCH_ARGS=--scaling for the group-size and length sweeps.
 bench: $(BENCH_STAMP)
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+# Each GRPO loss variant against TRL's own _compute_loss on identical tensors: loss and gradient differences.
+crosscheck: $(BENCH_STAMP)
+	$(PYTHON) -m bench.crosscheck_trl
 
 clean-venv:
 	rm -rf $(VENV)

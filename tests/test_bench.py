@@ -102,3 +102,14 @@ def test_our_trainer_reports_every_step_on_a_tiny_model(tiny_model_dir):
     for step in outcome["steps"]:
         assert step["step_s"] >= step["generate_s"] + step["score_s"] > 0
         assert 2 <= step["completion_tokens"] <= 2 * 4  # at least one token (EOS) per completion
+
+
+def test_every_loss_variant_matches_trls_compute_loss():
+    # Runs where `make bench` / `make crosscheck` installed TRL (requirements-bench.txt).
+    pytest.importorskip("trl")
+    from bench.crosscheck_trl import TOLERANCE, VARIANTS, crosscheck
+
+    rows = crosscheck(seeds=(0,))
+    assert [row["variant"] for row in rows] == list(VARIANTS)
+    for row in rows:
+        assert row["loss_diff"] <= TOLERANCE and row["grad_diff"] <= TOLERANCE, row

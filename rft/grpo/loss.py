@@ -195,7 +195,7 @@ def sapo_objective(ratio: torch.Tensor, advantages: torch.Tensor, tau: torch.Ten
     """L_sapo = (4 / tau) sigmoid(tau (rho - 1)) A (Soft Adaptive Policy Optimization): a smooth gate in
     place of the hard clip. Its slope in rho is sapo_gate (1 at rho = 1), so on-policy tokens learn
     as in GRPO and the gradient fades, rather than stops, as rho leaves 1. tau: [B, 1]."""
-    return (4 / tau) * torch.sigmoid(tau * (ratio - 1)) * advantages[:, None]
+    return 4 * torch.sigmoid(tau * (ratio - 1)) / tau * advantages[:, None]
 
 
 def sapo_gate(ratio: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from rft import data as datasets
 from rft import generation, models, sft
-from rft.config import OptimConfig, RunConfig
+from rft.config import GRPOConfig, OptimConfig, RunConfig
 from rft.distributed import Processes
 from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
@@ -91,6 +91,50 @@ def step_reward_moments(totals: list[torch.Tensor], processes: Processes) -> tup
     count, total = processes.sum(float(scored.numel())), processes.sum(float(scored.sum()))
     mean = total / count if count else float("nan")
     return mean, grpo_loss.std_from_sums(count, total, processes.sum(float((scored**2).sum())))
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor  # what backward() takes: this micro-batch's share of the step's loss
+    logged_loss: float  # the micro-batch's loss before its share is taken
+    kl: torch.Tensor | None  # [B, T] plain k3, detached; None when beta == 0
+    clipped_low: torch.Tensor  # [B, T] or [B, 1] bool
+    clipped_high: torch.Tensor
+
+
+def micro_batch_loss(grpo: GRPOConfig, max_completion_length: int, logp: torch.Tensor, logp_old: torch.Tensor,
+                     logp_ref: torch.Tensor | None, advantages: torch.Tensor, mask: torch.Tensor,
+                     entropy: torch.Tensor | None, global_active: float, shares: int) -> LossParts:
+    """One micro-batch's loss under `grpo`'s settings, from rft.grpo.loss's pieces (bench/crosscheck_trl.py
+    compares it with TRL's _compute_loss). `shares`: micro-batches in the step over every process, whose
+    gradients are summed; dapo and cispo divide by `global_active`, the step's active tokens, instead.
+    `entropy` must carry gradients when entropy_coef > 0."""
+    eps_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon_low
+    ratio = torch.exp(grpo_loss.log_importance_weights(logp, logp_old, mask, grpo.importance_sampling_level))
+    objective, clipped_low, clipped_high = grpo_loss.policy_objective(
+        grpo.loss_type, ratio, logp, advantages, grpo.epsilon_low, eps_high, grpo.delta,
+        grpo.sapo_temperature_pos, grpo.sapo_temperature_neg)
+    kl = kl_penalty = None
+    if logp_ref is not None and grpo.beta > 0:
+        kl = grpo_loss.k3_kl(logp, logp_ref)
+        # The ratio reweights the penalty's gradient; the logged kl stays the plain k3 estimate.
+        kl_penalty = grpo_loss.bias_corrected_kl(kl, ratio) if grpo.use_bias_correction_kl else kl
+    entropy_mask = None
+    if grpo.top_entropy_quantile < 1.0:
+        # TRL takes the quantile over every process's tokens of the micro-batch; here it is over this
+        # process's micro-batch (the same with one process), which saves gathering every entropy.
+        entropy_mask = grpo_loss.high_entropy_mask(entropy.detach(), mask, grpo.top_entropy_quantile)
+    token_loss = grpo_loss.per_token_loss(objective, kl_penalty, grpo.beta, entropy_mask)
+    policy_loss = grpo_loss.aggregate_loss(token_loss, mask, grpo.loss_type, max_completion_length, global_active)
+    loss = policy_loss if grpo.loss_type in ("dapo", "cispo") else policy_loss / shares
+    bonus = 0.0
+    if grpo.entropy_coef > 0:
+        # A mean over the tokens the policy term acts on, the same for every loss_type: one share of the step's.
+        acting = mask if entropy_mask is None else mask * entropy_mask
+        bonus = grpo.entropy_coef * grpo_loss.mean_entropy(entropy, acting)
+        loss = loss - bonus / shares
+    return LossParts(loss, (policy_loss - bonus).item(), None if kl is None else kl.detach(),
+                     clipped_low, clipped_high)
 
 
 def learning_rate_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int):
@@ -291,52 +335,29 @@ class Trainer:
         cfg, g = self.config, self.config.grpo
         started = time.perf_counter()
         self.model.train()
-        eps_high = g.epsilon_high if g.epsilon_high is not None else g.epsilon_low
         global_active = self.processes.sum(float(sum(b.loss_mask.sum() for b in batches)))
-        # Each micro-batch's mean loss is one share of the step's (dapo and cispo divide by global_active
-        # instead); the entropy bonus is a mean per micro-batch whatever the loss type, so always a share.
         shares = len(batches) * self.processes.world_size
-        step_normalised = g.loss_type in ("dapo", "cispo")
-        masks_by_entropy = g.top_entropy_quantile < 1.0
+        needs_entropy = g.top_entropy_quantile < 1.0 or g.entropy_coef > 0
         stats = {"loss": [], "kl": [], "entropy": [], "clip_low": [], "clip_high": [], "grad_norm": []}
         for iteration in range(cfg.grpo.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for batch in batches:
                 mask = batch.loss_mask.to(self.device)
                 with models.training_autocast(self.device, cfg.model.dtype):
-                    logp, entropy = completion_logprobs(
-                        self.model, batch.rollout, cfg.sampling.temperature,
-                        with_entropy=iteration == 0 or masks_by_entropy or g.entropy_coef > 0,
-                        entropy_grad=g.entropy_coef > 0)
+                    logp, entropy = completion_logprobs(self.model, batch.rollout, cfg.sampling.temperature,
+                                                        with_entropy=iteration == 0 or needs_entropy,
+                                                        entropy_grad=g.entropy_coef > 0)
                 logp_old = batch.logp_old if batch.logp_old is not None else logp.detach()
-                ratio = torch.exp(grpo_loss.log_importance_weights(logp, logp_old, mask, g.importance_sampling_level))
-                objective, clipped_low, clipped_high = grpo_loss.policy_objective(
-                    g.loss_type, ratio, logp, batch.advantages, g.epsilon_low, eps_high, g.delta,
-                    g.sapo_temperature_pos, g.sapo_temperature_neg)
-                kl = kl_penalty = None
-                if batch.logp_ref is not None:
-                    kl = grpo_loss.k3_kl(logp, batch.logp_ref)
-                    # The ratio reweights the penalty's gradient; the logged kl stays the plain k3 estimate.
-                    kl_penalty = grpo_loss.bias_corrected_kl(kl, ratio) if g.use_bias_correction_kl else kl
-                # TRL takes the quantile over every process's tokens of the micro-batch; here it is over this
-                # process's micro-batch (the same with one process), which saves a gather of every entropy.
-                entropy_mask = grpo_loss.high_entropy_mask(entropy.detach(), mask, g.top_entropy_quantile) if masks_by_entropy else None
-                token_loss = grpo_loss.per_token_loss(objective, kl_penalty, g.beta, entropy_mask)
-                policy_loss = grpo_loss.aggregate_loss(token_loss, mask, g.loss_type, cfg.sampling.max_completion_length, global_active)
-                micro_loss = policy_loss if step_normalised else policy_loss / shares
-                bonus = 0.0
-                if g.entropy_coef > 0:
-                    acting = mask if entropy_mask is None else mask * entropy_mask
-                    bonus = g.entropy_coef * grpo_loss.mean_entropy(entropy, acting)
-                    micro_loss = micro_loss - bonus / shares
-                micro_loss.backward()
-                stats["loss"].append(float(policy_loss) - float(bonus))
-                if kl is not None:
-                    stats["kl"].append(grpo_loss.masked_mean(kl.detach(), mask))
+                parts = micro_batch_loss(g, cfg.sampling.max_completion_length, logp, logp_old, batch.logp_ref,
+                                         batch.advantages, mask, entropy, global_active, shares)
+                parts.loss.backward()
+                stats["loss"].append(parts.logged_loss)
+                if parts.kl is not None:
+                    stats["kl"].append(grpo_loss.masked_mean(parts.kl, mask))
                 if entropy is not None and iteration == 0:
                     stats["entropy"].append(grpo_loss.masked_mean(entropy.detach(), mask))
-                stats["clip_low"].append(grpo_loss.masked_mean(clipped_low.float(), mask))
-                stats["clip_high"].append(grpo_loss.masked_mean(clipped_high.float(), mask))
+                stats["clip_low"].append(grpo_loss.masked_mean(parts.clipped_low.float(), mask))
+                stats["clip_high"].append(grpo_loss.masked_mean(parts.clipped_high.float(), mask))
             params = [p for p in self.model.parameters() if p.requires_grad]
             self.processes.sum_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
