@@ -33,7 +33,7 @@ def test_same_seed_gives_the_same_tokens_as_transformers_generate(tiny_model_dir
     for temperature, top_p, top_k in ((1.0, 1.0, 0), (0.7, 0.9, 20)):
         torch.manual_seed(5)
         ours = generation.generate(model, prompt_ids, prompt_mask, 4, 16, eos, pad, temperature, top_p, top_k,
-                                   compact=False)
+                                   compact=False, packed_weights=False)
         torch.manual_seed(5)
         theirs = model.generate(input_ids=prompt_ids.repeat_interleave(4, 0),
                                 attention_mask=prompt_mask.repeat_interleave(4, 0), do_sample=True,
@@ -53,9 +53,11 @@ def test_finished_rows_leave_the_batch_without_changing_the_greedy_text(tiny_mod
     monkeypatch.setattr(generation, "_keep_cache_rows", lambda cache, keep: (compactions.append(len(keep)),
                                                                                 keep_rows(cache, keep)))
     many = torch.cat([prompt_ids] * 4), torch.cat([prompt_mask] * 4)
-    kept = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0, compact=False)
+    kept = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0, compact=False,
+                               packed_weights=False)
     assert not compactions
-    compacted = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0)
+    compacted = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0,
+                                    packed_weights=False)
     assert compactions, "no row finished early enough to leave the batch"
     assert torch.equal(compacted, kept)
 
@@ -96,3 +98,32 @@ def test_the_shared_beginning_of_several_prompts_runs_once(tiny_model_dir):
     greedy = generate_continuations(model, tokenizer, texts, 12)
     one_by_one = [generate_continuations(model, tokenizer, [text], 12)[0] for text in texts]
     assert greedy == one_by_one
+
+
+def test_packed_weights_with_the_adapter_merged_give_the_same_greedy_text(tiny_model_dir):
+    from rft.config import LoraConfig
+    from rft.models import wrap_with_lora
+
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    model = wrap_with_lora(model, LoraConfig(rank=4, alpha=8))
+    with torch.no_grad():  # an adapter that changes the text, so a merge that missed it would show
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.eval()
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
+    assert len(generation._packable_linears(model)) == 2 * 7 + 1  # every projection, and the LM head
+    args = (model, prompt_ids, prompt_mask, 1, 16, [], tokenizer.pad_token_id)
+
+    packed = generation.generate(*args, temperature=0)
+    plain = generation.generate(*args, temperature=0, packed_weights=False)
+    with model.disable_adapter():
+        without_adapter = generation.generate(*args, temperature=0, packed_weights=False)
+    assert torch.equal(packed, plain)
+    assert not torch.equal(plain, without_adapter)
+    with generation._packed_linear_weights(model):
+        packed_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
+    with torch.no_grad():
+        plain_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
+    assert torch.allclose(packed_logits, plain_logits, atol=1e-4)
+    assert all("forward" not in vars(m) for m in model.modules())  # the model is given back as it was
