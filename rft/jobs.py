@@ -30,6 +30,7 @@ from rft.runs import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class JobError(RuntimeError):
@@ -94,6 +95,22 @@ def _sft_problems(config: RunConfig, rows: list[dict]) -> list[str]:
 
 def active_jobs(runs_root: str | Path | None = None) -> list[RunSummary]:
     return [run for run in list_runs(runs_root) if run.state in ACTIVE_STATES]
+
+
+@contextmanager
+def threads_beside_jobs(runs_root: str | Path | None = None):
+    """The dashboard's own inference (Compare, Play, Evaluate) inside this block runs on one thread
+    while a training job runs, and on every core otherwise. Two torch processes that each take
+    every core of a small machine slow each other down by orders of magnitude (a 12-token step took
+    200 s instead of seconds on 2 cores), and the job is what the user is waiting for."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1 if active_jobs(runs_root) else DASHBOARD_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from rft.compare import (
     typed_prompt,
 )
 from rft.config import ConfigError
+from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy
 from rft.rewards import RewardCodeError
 from rft.runs import read_config
@@ -146,7 +147,8 @@ def build(runs_root: Path) -> CompareTab:
         yield notice(f"Generating {settings.num_completions} completion(s) per side, up to {settings.max_new_tokens} "
                      "new tokens each; loading a policy takes a few seconds the first time…"), *empty_sides()
         try:
-            results = compare_policies(LOADED_POLICIES, policies, prompt, config, settings)
+            with threads_beside_jobs(runs_root):
+                results = compare_policies(LOADED_POLICIES, policies, prompt, config, settings)
         except (CompareError, RewardCodeError, *POLICY_FAILURES) as exc:
             yield notice(f"The comparison failed: {exc}", "error"), *empty_sides()
             return

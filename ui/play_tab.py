@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy
 from rft.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
 from rft.wordle.play import GameResult, Turn, play_turn
@@ -94,8 +95,10 @@ def build(runs_root: Path) -> PlayTab:
         while game.model_to_play:
             try:
                 model, tokenizer = LOADED_POLICIES.load(resolve_policy(runs_root, policy_key))
-                game.record_model_turn(play_turn(model, tokenizer, game.secret, game.model.history,
-                                                 max_new_tokens=clamp_tokens(max_new)))
+                with threads_beside_jobs(runs_root):
+                    turn = play_turn(model, tokenizer, game.secret, game.model.history,
+                                     max_new_tokens=clamp_tokens(max_new))
+                game.record_model_turn(turn)
             except POLICY_FAILURES as exc:
                 yield game, notice(f"The checkpoint could not play: {exc}. Pick another and press Guess.", "error"), \
                     *versus_outputs(game), gr.skip()
@@ -114,8 +117,9 @@ def build(runs_root: Path) -> PlayTab:
         while game.num_guesses < MAX_GUESSES and not game.won:
             try:
                 model, tokenizer = LOADED_POLICIES.load(policy_choice)
-                game.turns.append(play_turn(model, tokenizer, game.secret, game.history,
-                                            max_new_tokens=clamp_tokens(max_new)))
+                with threads_beside_jobs(runs_root):
+                    game.turns.append(play_turn(model, tokenizer, game.secret, game.history,
+                                                max_new_tokens=clamp_tokens(max_new)))
             except POLICY_FAILURES as exc:
                 yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game)
                 return

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from rft import evaluation
+from rft.jobs import threads_beside_jobs
 from rft.monitoring import downsample, runs_frame
 from rft.runs import delete_run, list_runs, read_metrics
 from ui import charts
@@ -112,7 +113,8 @@ def build(runs_root: Path) -> RunsTab:
         if run_dir is None or not choice:
             return "Select a run and a checkpoint first."
         try:
-            return evaluation.evaluate_checkpoint(run_dir, choice, int(games or evaluation.DEFAULT_COUNT))
+            with threads_beside_jobs(runs_root):
+                return evaluation.evaluate_checkpoint(run_dir, choice, int(games or evaluation.DEFAULT_COUNT))
         except Exception as exc:  # a model that cannot load, a run without an evaluator: say so, keep the page
             return f"Evaluation failed: {type(exc).__name__}: {exc}"
 
