@@ -17,7 +17,8 @@ import pandas as pd
 
 from rft import data as datasets
 from rft import presets, sft
-from rft.config import LOSS_TYPES, LR_SCHEDULERS, SCALE_REWARDS, ConfigError, DataConfig, RunConfig
+from rft.config import (IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, LR_SCHEDULERS, MULTI_OBJECTIVE_AGGREGATIONS,
+                        SCALE_REWARDS, ConfigError, DataConfig, RunConfig)
 
 UPLOADS_FOLDER = "uploads"
 PREVIEW_ROWS = 5
@@ -62,14 +63,45 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
                   "Upper clip; empty uses the low value (DAPO uses 0.28).", "float", optional=True),
         FormField("grpo.num_iterations", "Passes per batch (mu)",
                   "Optimisation passes over each sampled batch; 1 is the usual choice.", "int"),
-        FormField("grpo.loss_type", "Loss aggregation",
-                  "How token losses are averaged: grpo (per sequence), bnpo, dr_grpo, dapo.", "choice", LOSS_TYPES),
+        FormField("grpo.loss_type", "Loss type",
+                  "How token losses are averaged: grpo (per sequence), bnpo, dr_grpo, dapo; or another objective: "
+                  "cispo (clipped ratio as a weight, needs Clip epsilon (high), e.g. 5) or sapo (a soft gate "
+                  "instead of clipping). See GRPO variants.", "choice", LOSS_TYPES),
         FormField("grpo.scale_rewards", "Reward scaling",
                   "Divide advantages by the group's std (group), the whole step's, over every micro-batch "
                   "(batch), or not at all (none).",
                   "choice", SCALE_REWARDS),
         FormField("grpo.mask_truncated_completions", "Ignore truncated completions",
                   "Completions that hit the length limit do not contribute to the loss.", "bool"),
+    ],
+    "GRPO variants": [
+        FormField("grpo.importance_sampling_level", "Importance ratio",
+                  "token: one probability ratio per token. sequence (GSPO): one per completion, the geometric mean "
+                  "of its tokens' ratios; steadier when several passes per batch make ratios drift, and for long "
+                  "completions. Works with loss type grpo or sapo.", "choice", IMPORTANCE_SAMPLING_LEVELS),
+        FormField("grpo.delta", "Two-sided clip (delta)",
+                  "Caps the ratio also for negative advantages, where clipping alone lets the loss grow without "
+                  "bound. Use it with several passes per batch; above 1 + clip epsilon (high), e.g. 4. Empty: off.",
+                  "float", optional=True),
+        FormField("grpo.sapo_temperature_pos", "SAPO temperature (A > 0)",
+                  "Loss type sapo only: how fast the gate closes as a token's ratio leaves 1 when its advantage is "
+                  "positive. Higher is closer to hard clipping.", "float"),
+        FormField("grpo.sapo_temperature_neg", "SAPO temperature (A ≤ 0)",
+                  "Loss type sapo only: the same for non-positive advantages; slightly higher by default, since "
+                  "pushing probabilities down is the less stable direction.", "float"),
+        FormField("grpo.top_entropy_quantile", "Train on top-entropy tokens",
+                  "Only the tokens whose entropy is in this top fraction of the batch count in the policy loss "
+                  "(the KL still covers every token); 0.2 trains on the 'forking' tokens where the model hesitates. "
+                  "1.0 keeps every token.", "float"),
+        FormField("grpo.entropy_coef", "Entropy bonus",
+                  "Subtracts this times the mean token entropy from the loss, to keep sampling diverse when groups "
+                  "collapse to identical completions (watch the entropy chart). Costs memory: the full softmax is "
+                  "kept for the backward pass. 0 is off; try 0.001 to 0.01.", "float"),
+        FormField("grpo.multi_objective_aggregation", "Combine reward functions",
+                  "sum_then_normalize: weighted sum of the raw rewards, then the group advantage. "
+                  "normalize_then_sum (GDPO): each function normalised within its group first, so one with a wide "
+                  "range cannot drown the others; the sum is then standardised over the whole step, whatever "
+                  "Reward scaling says.", "choice", MULTI_OBJECTIVE_AGGREGATIONS),
     ],
     "Optimisation": [
         FormField("optim.learning_rate", "Learning rate", "LoRA adapters train well around 1e-5 to 1e-4.", "float"),

@@ -3,6 +3,7 @@ rollout tables and reward-hacking flags, and the app's launch safety checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -12,7 +13,7 @@ import pytest
 
 import app
 from rft import train_form as form
-from rft.config import ConfigError, DataConfig, RunConfig
+from rft.config import ConfigError, DataConfig, GRPOConfig, RunConfig
 from rft.monitoring import (
     HackingRule,
     best_and_worst,
@@ -42,8 +43,22 @@ def test_every_form_field_names_a_real_config_field_with_help():
         form.get_path(config, field.path)  # raises AttributeError for a typo
         assert field.help and field.label
     assert len({f.element_id for f in form.ALL_FIELDS}) == len(form.ALL_FIELDS)
-    assert list(form.HYPERPARAMETER_GROUPS) == ["Sampling", "GRPO", "Optimisation", "LoRA", "Schedule",
-                                                "SFT warm start"]
+    assert list(form.HYPERPARAMETER_GROUPS) == ["Sampling", "GRPO", "GRPO variants", "Optimisation", "LoRA",
+                                                "Schedule", "SFT warm start"]
+
+
+def test_every_grpo_knob_is_in_the_form_and_a_variant_round_trips():
+    paths = {f.path for f in form.ALL_FIELDS}
+    assert {f"grpo.{f.name}" for f in dataclasses.fields(GRPOConfig)} <= paths
+    values = {f.path: v for f, v in zip(form.ALL_FIELDS, form.field_values(RunConfig()))}
+    values.update({"grpo.loss_type": "sapo", "grpo.importance_sampling_level": "sequence", "grpo.delta": "",
+                   "grpo.top_entropy_quantile": 0.2, "grpo.multi_objective_aggregation": "normalize_then_sum",
+                   "rewards.source": SIMPLE_REWARD})
+    config = form.config_from_values(RunConfig(), values)
+    assert (config.grpo.loss_type, config.grpo.importance_sampling_level, config.grpo.delta) == ("sapo", "sequence", None)
+    assert config.problems() == []
+    refused = form.config_from_values(RunConfig(), {**values, "grpo.loss_type": "dapo"})
+    assert any(p.startswith("grpo.importance_sampling_level") for p in refused.problems())
 
 
 def test_form_values_become_a_config_and_empty_optional_fields_mean_off():
