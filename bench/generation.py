@@ -5,9 +5,11 @@
 
 Both paths sample the same rows from the bundled SmolLM2-135M-Instruct with end-of-sequence turned
 off, so every row decodes every token, alternating runs so that a busy machine slows both alike.
-Each row of the table gives tokens per second, their ratio, and the share of this machine's
-matrix-multiply bound that the generator's arithmetic reaches (the bound is measured in the same
-process, fp32 and, where the CPU has native bf16, bf16).
+Each row of the table gives tokens per second, their ratio, and two shares of this machine's
+limits that the generator reaches, both measured in the same process: its arithmetic against the
+matrix-multiply bound (fp32 and, where the CPU has native bf16, bf16), and the bytes a decode step
+must read (every weight, and the rows' KV cache) against the memory-copy bandwidth. Few rows are
+bound by memory, many by arithmetic.
 """
 
 from __future__ import annotations
@@ -37,6 +39,25 @@ def matmul_bound_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 10)
     for _ in range(repeats):
         torch.mm(a, b)
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def copy_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """What copying a large tensor reaches on this machine, in GB/s (bytes read + written)."""
+    source = torch.ones(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    return 2 * source.numel() * 4 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def bytes_per_step(model, rows: int, context: int) -> float:
+    """What one decode step reads: every weight once, and each row's keys and values."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    config = model.config
+    cache = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * context * 4
+    return weights + rows * cache
 
 
 def flops_per_token(model, context: int) -> float:
@@ -71,10 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     bounds = {"fp32": matmul_bound_gflops(torch.float32)}
     if models.cpu_has_native_bf16():
         bounds["bf16"] = matmul_bound_gflops(torch.bfloat16)
-    token_flops = flops_per_token(model, prompt_length + args.tokens // 2)
+    bandwidth = copy_bandwidth_gbs()
+    context = prompt_length + args.tokens // 2
+    token_flops = flops_per_token(model, context)
     print(f"bundled SmolLM2-135M, {prompt_length}-token prompt, {args.tokens} new tokens, "
           f"{torch.get_num_threads()} threads, path: {generation.generation_path(model)}")
-    print("matmul bound: " + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in bounds.items()))
+    print("matmul bound: " + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in bounds.items())
+          + f"; memory copy {bandwidth:.0f} GB/s")
     print(f"{token_flops / 1e9:.2f} GFLOP per decoded token\n")
 
     def ours(rows):
@@ -84,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         return lambda: generation._generate_with_transformers(model, prompt_ids, prompt_mask, rows, args.tokens, [],
                                                               tokenizer.pad_token_id, 1.0, 1.0, 0)
 
-    header = f"| rows | generate() tok/s | ours tok/s | speed-up | ours, share of the {' / '.join(bounds)} bound |"
-    print(header)
-    print("|---:|---:|---:|---:|---:|")
+    print(f"| rows | generate() tok/s | ours tok/s | speed-up | ours, share of the {' / '.join(bounds)} bound "
+          "| ours, share of the memory bandwidth |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for rows in args.rows:
         ours(rows)()  # warm-up
         theirs_s, ours_s = [], []
@@ -96,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         tokens = rows * args.tokens
         theirs_rate, ours_rate = tokens / statistics.median(theirs_s), tokens / statistics.median(ours_s)
         shares = " / ".join(f"{ours_rate * token_flops / 1e9 / bound:.0%}" for bound in bounds.values())
-        print(f"| {rows} | {theirs_rate:.1f} | {ours_rate:.1f} | {ours_rate / theirs_rate:.2f}x | {shares} |", flush=True)
+        memory_share = ours_rate / rows * bytes_per_step(model, rows, context) / 1e9 / bandwidth
+        print(f"| {rows} | {theirs_rate:.1f} | {ours_rate:.1f} | {ours_rate / theirs_rate:.2f}x | {shares} "
+              f"| {memory_share:.0%} |", flush=True)
 
 
 if __name__ == "__main__":
