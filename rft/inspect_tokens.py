@@ -11,8 +11,20 @@ update produced checkpoint N. So, per token:
   ratio shows how far the step moved each token,
 - p_ref: under the KL reference, and the k3 KL between the sampling policy and the reference
   (the KL the loss at step N penalised),
-- contribution: the per-token objective min(ratio A, clip(ratio) A) - beta KL, the negative
-  of the per-token loss.
+- loss_ratio: the ratio the run's loss uses: the token's own, or under GSPO
+  (importance_sampling_level: sequence) the completion's one sequence ratio,
+- gate: under loss_type sapo, the share of the unclipped gradient SAPO's soft gate keeps (1 at
+  ratio 1); empty for the other losses,
+- entropy: the sampling policy's entropy at the position, and `trained`: False for the
+  low-entropy tokens that top_entropy_quantile leaves out of the policy term (the threshold is
+  taken over the completion's whole group, which is the trainer's micro-batch when
+  prompts_per_step is 1),
+- contribution: the per-token objective of the run's loss_type (min(ratio A, clip(ratio) A) for
+  the clipped losses) on trained tokens, minus beta KL: the negative of the per-token loss,
+- push: d(contribution) / d log p_updated, how hard and in which direction the loss moves the
+  token's log-probability (before the loss_type's averaging over tokens): 0 where clipping or the
+  entropy mask stops it, scaled by CISPO's capped weight or SAPO's gate; under GSPO each token
+  also feels the other tokens' objectives through the shared ratio.
 
 The math is rft.grpo.loss's; the completion is re-encoded from its stored text, which can split
 a few tokens differently from how they were sampled.
@@ -26,12 +38,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from rft.config import GRPOConfig
 from rft.grpo import loss as grpo_loss
 from rft.grpo.sampler import Rollout, completion_logprobs, eos_token_ids
 from rft.policies import Policy, PolicyCache, checkpoint_policy, start_policy
 from rft.runs import list_checkpoints, read_config, read_rollouts, rollout_steps
 
-TOKEN_COLUMNS = ["position", "token", "p_sampled", "p_updated", "p_ref", "ratio", "clipped", "kl", "contribution"]
+TOKEN_COLUMNS = ["position", "token", "p_sampled", "p_updated", "p_ref", "ratio", "loss_ratio", "clipped", "gate",
+                 "entropy", "trained", "kl", "contribution", "push"]
 
 
 class InspectError(ValueError):
@@ -84,7 +98,8 @@ def policies_for_step(run_dir: str | Path, step: int) -> StepPolicies:
 
 
 def stored_completion(run_dir: str | Path, step: int, group: int, sample: int) -> dict:
-    """One completion of rollouts.jsonl with its prompt, advantage and truncation flag."""
+    """One completion of rollouts.jsonl with its prompt, advantage and truncation flag, and its group's
+    completions (the entropy threshold is taken over them)."""
     record = read_rollouts(run_dir, step)
     if record is None:
         raise InspectError(f"step {step} has no rollouts")
@@ -102,6 +117,9 @@ def stored_completion(run_dir: str | Path, step: int, group: int, sample: int) -
         "completion": chosen["completions"][sample],
         "advantage": float(chosen["advantages"][sample]),
         "truncated": bool(chosen.get("truncated", [False] * len(chosen["completions"]))[sample]),
+        "group": [{"prompt_text": chosen["prompt_text"], "completion": completion, "truncated": bool(truncated)}
+                  for completion, truncated in zip(chosen["completions"],
+                                                   chosen.get("truncated", [False] * len(chosen["completions"])))],
     }
 
 
@@ -121,25 +139,64 @@ def encode(tokenizer, model, prompt_text: str, completion: str, truncated: bool)
 
 
 @torch.no_grad()
-def token_logprobs_under(cache: PolicyCache, policy: Policy, stored: dict, temperature: float) -> tuple[torch.Tensor, list[str]]:
+def token_logprobs_under(cache: PolicyCache, policy: Policy, stored: dict, temperature: float,
+                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """log p of each token of the stored completion under `policy`, its entropy when asked, and the tokens."""
     model, tokenizer = cache.load(policy)
     rollout = encode(tokenizer, model, stored["prompt_text"], stored["completion"], stored["truncated"])
-    logp, _ = completion_logprobs(model, rollout, temperature)
+    logp, entropy = completion_logprobs(model, rollout, temperature, with_entropy=with_entropy)
     pieces = [tokenizer.decode([token_id]) for token_id in rollout.completion_ids[0].tolist()]
-    return logp[0].float().cpu(), pieces
+    return logp[0].float().cpu(), None if entropy is None else entropy[0].float().cpu(), pieces
+
+
+def entropy_threshold(cache: PolicyCache, policy: Policy, stored: dict, temperature: float, quantile: float) -> float:
+    """The entropy above which a token of the group stays in the policy loss (rft.grpo.loss.high_entropy_mask
+    over every token of the group's completions)."""
+    entropies = [token_logprobs_under(cache, policy, member, temperature, with_entropy=True)[1]
+                 for member in stored["group"]]
+    return float(torch.quantile(torch.cat(entropies), 1 - quantile))
+
+
+def loss_per_token(grpo: GRPOConfig, logp_updated: torch.Tensor, logp_sampled: torch.Tensor, logp_ref: torch.Tensor,
+                   advantage: float, trained: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The run's loss on one completion ([T] tensors), token by token: the ratio it uses, the clipping
+    flags, SAPO's gate, the contribution and its gradient with respect to each log p_updated."""
+    eps_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon_low
+    logp = logp_updated[None].clone().requires_grad_()
+    mask = torch.ones_like(logp)
+    advantages = torch.tensor([advantage])
+    ratio = torch.exp(grpo_loss.log_importance_weights(logp, logp_sampled[None], mask, grpo.importance_sampling_level))
+    objective, clipped_low, clipped_high = grpo_loss.policy_objective(
+        grpo.loss_type, ratio, logp, advantages, grpo.epsilon_low, eps_high, grpo.delta,
+        grpo.sapo_temperature_pos, grpo.sapo_temperature_neg)
+    kl_at_updated = grpo_loss.k3_kl(logp, logp_ref[None])
+    if grpo.use_bias_correction_kl:
+        kl_at_updated = grpo_loss.bias_corrected_kl(kl_at_updated, ratio)
+    (-grpo_loss.per_token_loss(objective, kl_at_updated, grpo.beta, trained[None])).sum().backward()
+    gate = torch.full_like(logp_updated, float("nan"))
+    if grpo.loss_type == "sapo":
+        tau = grpo_loss.sapo_temperatures(advantages, grpo.sapo_temperature_pos, grpo.sapo_temperature_neg)
+        gate = grpo_loss.sapo_gate(ratio.detach(), tau).expand_as(logp)[0]
+    # The KL the loss at step N penalised is the sampling policy's.
+    kl = grpo_loss.k3_kl(logp_sampled[None], logp_ref[None])
+    contribution = -grpo_loss.per_token_loss(objective.detach(), kl, grpo.beta, trained[None])
+    return {"loss_ratio": ratio.detach().expand_as(logp)[0], "clipped_low": clipped_low.expand_as(logp)[0],
+            "clipped_high": clipped_high.expand_as(logp)[0], "gate": gate, "kl": kl[0],
+            "contribution": contribution[0], "push": logp.grad[0]}
 
 
 def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group: int, sample: int) -> TokenReport:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    grpo = config.grpo
     stored = stored_completion(run_dir, step, group, sample)
     policies = policies_for_step(run_dir, step)
     temperature = config.sampling.temperature
-    logp_sampled, pieces = token_logprobs_under(cache, policies.sampling, stored, temperature)
+    logp_sampled, entropy, pieces = token_logprobs_under(cache, policies.sampling, stored, temperature, with_entropy=True)
     notes = [f"Sampled by {policies.sampling.label}; KL reference: {policies.reference.label}.",
              "Tokens are re-encoded from the stored text; a few may split differently from how they were sampled."]
     if policies.updated is not None:
-        logp_updated, _ = token_logprobs_under(cache, policies.updated, stored, temperature)
+        logp_updated, _, _ = token_logprobs_under(cache, policies.updated, stored, temperature)
         notes.insert(1, f"Updated policy: {policies.updated.label} (after step {step}'s update).")
     else:
         logp_updated = logp_sampled
@@ -147,15 +204,17 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
     if policies.reference == policies.sampling:
         logp_ref = logp_sampled
     else:
-        logp_ref, _ = token_logprobs_under(cache, policies.reference, stored, temperature)
+        logp_ref, _, _ = token_logprobs_under(cache, policies.reference, stored, temperature)
+    notes.extend(variant_notes(grpo))
 
-    grpo = config.grpo
-    eps_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon_low
-    advantage = torch.tensor([stored["advantage"]])
-    objective, clipped_low, clipped_high = grpo_loss.clipped_surrogate(
-        torch.exp(logp_updated - logp_sampled)[None], advantage, grpo.epsilon_low, eps_high)
-    kl = grpo_loss.k3_kl(logp_sampled[None], logp_ref[None])
-    contribution = -grpo_loss.per_token_loss(objective, kl, grpo.beta)
+    trained = torch.ones_like(logp_sampled)
+    if grpo.top_entropy_quantile < 1.0:
+        threshold = entropy_threshold(cache, policies.sampling, stored, temperature, grpo.top_entropy_quantile)
+        trained = (entropy >= threshold).float()
+        notes.append(f"top_entropy_quantile {grpo.top_entropy_quantile:g}: tokens with entropy below {threshold:.3f} "
+                     f"(the group's {1 - grpo.top_entropy_quantile:.0%} quantile) are left out of the policy term; "
+                     f"{int(trained.sum())} of {len(trained)} here are trained.")
+    per_token = loss_per_token(grpo, logp_updated, logp_sampled, logp_ref, stored["advantage"], trained)
 
     tokens = pd.DataFrame({
         "position": range(len(pieces)),
@@ -164,8 +223,29 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
         "p_updated": logp_updated.exp().numpy(),
         "p_ref": logp_ref.exp().numpy(),
         "ratio": (logp_updated - logp_sampled).exp().numpy(),
-        "clipped": ["low" if low else "high" if high else "" for low, high in zip(clipped_low[0].tolist(), clipped_high[0].tolist())],
-        "kl": kl[0].numpy(),
-        "contribution": contribution[0].numpy(),
+        "loss_ratio": per_token["loss_ratio"].numpy(),
+        "clipped": ["low" if low else "high" if high else ""
+                    for low, high in zip(per_token["clipped_low"].tolist(), per_token["clipped_high"].tolist())],
+        "gate": per_token["gate"].numpy(),
+        "entropy": entropy.numpy(),
+        "trained": trained.bool().numpy(),
+        "kl": per_token["kl"].numpy(),
+        "contribution": per_token["contribution"].numpy(),
+        "push": per_token["push"].numpy(),
     })
     return TokenReport(step, stored["completion"], stored["advantage"], tokens, notes)
+
+
+def variant_notes(grpo: GRPOConfig) -> list[str]:
+    """What the run's loss does differently from plain token-level GRPO, in words."""
+    notes = [f"Loss: {grpo.loss_type}."]
+    if grpo.importance_sampling_level == "sequence":
+        notes.append("Sequence-level ratio (GSPO): every token uses the completion's one ratio, exp(mean log ratio).")
+    if grpo.loss_type == "cispo":
+        notes.append("cispo: the objective is min(ratio, epsilon_high) A log p with the weight stopped; 'clipped high' "
+                     "marks a capped weight, whose token still learns.")
+    if grpo.loss_type == "sapo":
+        notes.append("sapo: no hard clipping; 'gate' is the share of the unclipped gradient its soft gate keeps.")
+    if grpo.delta is not None:
+        notes.append(f"Two-sided clipping: the unclipped ratio is capped at delta = {grpo.delta:g}.")
+    return notes

@@ -85,3 +85,65 @@ def test_missing_checkpoints_are_explained(tiny_run_dir, cache, tmp_path):
 def test_bad_picks_are_refused(tiny_run_dir, cache, step, group, sample, message):
     with pytest.raises(InspectError, match=message):
         inspect_completion(cache, tiny_run_dir, step, group, sample)
+
+
+def with_grpo(run_dir, tmp_path, **settings):
+    """A copy of the run whose config names other loss settings (Inspect reads them from config.yaml)."""
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    config = read_config(copy)
+    for name, value in settings.items():
+        setattr(config.grpo, name, value)
+    config.save(copy / "config.yaml")
+    return copy
+
+
+def test_entropy_mask_and_push_of_the_clipped_loss(tiny_run_dir, cache, tmp_path):
+    run_dir = with_grpo(tiny_run_dir, tmp_path, beta=0.0, top_entropy_quantile=0.5)
+    for with_update in (True, False):
+        report = inspect_completion(cache, run_dir, 2, 0, 1)
+        tokens = report.tokens
+        assert any("top_entropy_quantile 0.5" in note for note in report.notes)
+        # the threshold is over the whole group's tokens, so this completion's kept ones are its highest
+        if tokens["trained"].any() and not tokens["trained"].all():
+            assert tokens.loc[tokens["trained"], "entropy"].min() >= tokens.loc[~tokens["trained"], "entropy"].max()
+        # d/d log p of min(ratio A, clip(ratio) A) is ratio A where unclipped, 0 where clipped or left out
+        moving = tokens["trained"] & (tokens["clipped"] == "")
+        expected = (tokens["ratio"] * report.advantage).where(moving, 0.0)
+        assert tokens["push"].values == pytest.approx(expected.values, rel=1e-4, abs=1e-6)
+        assert (tokens.loc[~tokens["trained"], "contribution"] == 0).all()
+        assert tokens["gate"].isna().all() and (tokens["loss_ratio"] == tokens["ratio"]).all()
+        if with_update:  # without checkpoint 2 the ratio is 1, nothing is clipped: the push is A on trained tokens
+            shutil.rmtree(run_dir / "checkpoints" / "step-2")
+    assert report.advantage != 0 and tokens["trained"].any() and (tokens["push"] == 0).any() == (~tokens["trained"]).any()
+    assert tokens.loc[tokens["trained"], "push"].values == pytest.approx([report.advantage] * int(tokens["trained"].sum()))
+
+
+def test_sequence_ratio_and_sapo_gate(tiny_run_dir, cache, tmp_path):
+    run_dir = with_grpo(tiny_run_dir, tmp_path, loss_type="sapo", importance_sampling_level="sequence")
+    report = inspect_completion(cache, run_dir, 2, 0, 1)
+    tokens = report.tokens
+    geometric_mean = float(torch.tensor(tokens["ratio"].values).log().mean().exp())
+    assert tokens["loss_ratio"].values == pytest.approx([geometric_mean] * len(tokens), rel=1e-4)
+    tau = 1.0 if report.advantage > 0 else 1.05
+    s = torch.sigmoid(torch.tensor(tau * (geometric_mean - 1))).item()
+    assert tokens["gate"].values == pytest.approx([4 * s * (1 - s)] * len(tokens), rel=1e-4)
+    beta = read_config(run_dir).grpo.beta
+    expected = 4 * s / tau * report.advantage - beta * tokens["kl"]
+    assert tokens["contribution"].values == pytest.approx(expected.values, rel=1e-4, abs=1e-6)
+    assert (tokens["clipped"] == "").all() and tokens["trained"].all()
+    assert any("GSPO" in note for note in report.notes) and any("sapo" in note for note in report.notes)
+
+
+def test_the_tab_shows_the_push_the_gate_and_the_left_out_tokens(tiny_run_dir, cache, tmp_path):
+    from ui.inspect_tab import CLIPPED_COLUMNS, readable, tokens_html
+
+    run_dir = with_grpo(tiny_run_dir, tmp_path, loss_type="sapo", top_entropy_quantile=0.5)
+    report = inspect_completion(cache, run_dir, 2, 0, 1)
+    shown = tokens_html(report)
+    assert shown.count('<span class="tok') == len(report.tokens)
+    assert "SAPO gate" in shown and "push" in shown
+    assert shown.count("tok-untrained") == int((~report.tokens["trained"]).sum()) >= 1
+    assert "gate" in readable(report.tokens[CLIPPED_COLUMNS]).data.columns
+    plain = inspect_completion(cache, tiny_run_dir, 2, 0, 1)  # a grpo run: no gate to show
+    assert "gate" not in readable(plain.tokens[CLIPPED_COLUMNS]).data.columns
+    assert "SAPO gate" not in tokens_html(plain) and "tok-untrained" not in tokens_html(plain)

@@ -18,9 +18,12 @@ from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES
 
 EXPLANATION = (
     "A completion stored at step N was sampled by the policy before step N's update (checkpoint N-1). "
-    "Each token is coloured by its contribution to the objective, min(ratio·A, clip(ratio)·A) − β·KL: "
-    "green pushed up, red pushed down. The ratio compares checkpoint N (after the update) with the sampling "
-    "policy; with one pass per batch the loss itself saw ratio 1. Hover a token for its numbers."
+    "Each token is coloured by the push of the run's loss on its log-probability (the gradient of its "
+    "contribution, e.g. min(ratio·A, clip(ratio)·A) − β·KL): green raised, red lowered, none where clipping "
+    "stops it. The ratio compares checkpoint N (after the update) with the sampling policy; with one pass per "
+    "batch the loss itself saw ratio 1. Under GSPO every token uses the completion's sequence ratio, under SAPO "
+    "the gate scales the gradient, and struck-through tokens are left out by the entropy mask. "
+    "Hover a token for its numbers."
 )
 TABLE_ROWS = 10
 
@@ -95,6 +98,7 @@ def build(runs_root: Path) -> InspectTab:
             return
         summary = (f"Step {report.step} · advantage {report.advantage:+.3f} · β {beta:g} · "
                    f"{len(report.tokens)} tokens · {(report.tokens['clipped'] != '').sum()} clipped · "
+                   f"{(~report.tokens['trained']).sum()} left out by entropy · "
                    f"mean KL {report.tokens['kl'].mean():.4f}\n" + "\n".join(report.notes))
         yield (notice(summary, "info"), tokens_html(report), readable(report.most_clipped(TABLE_ROWS)[CLIPPED_COLUMNS]),
                readable(report.highest_kl(TABLE_ROWS)[KL_COLUMNS]), readable(report.tokens))
@@ -107,29 +111,35 @@ def build(runs_root: Path) -> InspectTab:
     return InspectTab(on_load=(load_runs, [run, step], pickers))
 
 
-CLIPPED_COLUMNS = ["position", "token", "ratio", "clipped", "contribution"]
+CLIPPED_COLUMNS = ["position", "token", "ratio", "loss_ratio", "clipped", "gate", "contribution", "push"]
 KL_COLUMNS = ["position", "token", "p_sampled", "p_ref", "kl"]
 
 
 def readable(frame: pd.DataFrame):
-    """Probabilities span orders of magnitude: four significant digits, not four decimals."""
-    numbers = [column for column in frame.columns if column not in ("position", "token", "clipped")]
-    return frame.reset_index(drop=True).style.format({column: "{:.4g}" for column in numbers})
+    """Probabilities span orders of magnitude: four significant digits, not four decimals. A column
+    the run's loss has no use for (the gate, outside SAPO) is left out."""
+    frame = frame.dropna(axis="columns", how="all").reset_index(drop=True)
+    numbers = [column for column in frame.columns if column not in ("position", "token", "clipped", "trained")]
+    return frame.style.format({column: "{:.4g}" for column in numbers})
 
 
 def tokens_html(report: TokenReport) -> str:
-    """The completion as coloured tokens: green where the objective pushed a token up, red where
-    down, stronger for larger contributions; a border marks clipped tokens."""
-    contributions = report.tokens["contribution"]
-    scale = max(float(contributions.abs().max()), 1e-9)
+    """The completion as coloured tokens: green where the loss pushes a token's log-probability up, red
+    where down, stronger for a larger push; a border marks clipped tokens, a strike-through the tokens
+    the entropy mask leaves out."""
+    pushes = report.tokens["push"]
+    scale = max(float(pushes.abs().max()), 1e-9)
     spans = []
     for row in report.tokens.itertuples():
-        strength = min(abs(row.contribution) / scale, 1.0) * 0.55
-        colour = f"rgba(22, 163, 74, {strength:.2f})" if row.contribution >= 0 else f"rgba(220, 38, 38, {strength:.2f})"
+        strength = min(abs(row.push) / scale, 1.0) * 0.55
+        colour = f"rgba(22, 163, 74, {strength:.2f})" if row.push >= 0 else f"rgba(220, 38, 38, {strength:.2f})"
+        loss_ratio = f" · loss ratio {row.loss_ratio:.4f}" if abs(row.loss_ratio - row.ratio) > 1e-9 else ""
+        gate = "" if pd.isna(row.gate) else f" · SAPO gate {row.gate:.3f}"
         title = (f"p sampled {row.p_sampled:.4f} · p updated {row.p_updated:.4f} · p ref {row.p_ref:.4f} · "
-                 f"ratio {row.ratio:.4f}{' (clipped ' + row.clipped + ')' if row.clipped else ''} · KL {row.kl:.5f} · "
-                 f"contribution {row.contribution:+.4f}")
-        css_class = "tok tok-clipped" if row.clipped else "tok"
+                 f"ratio {row.ratio:.4f}{loss_ratio}{' (clipped ' + row.clipped + ')' if row.clipped else ''}{gate} · "
+                 f"entropy {row.entropy:.3f}{'' if row.trained else ' (left out: low entropy)'} · KL {row.kl:.5f} · "
+                 f"contribution {row.contribution:+.4f} · push {row.push:+.4f}")
+        css_class = "tok" + (" tok-clipped" if row.clipped else "") + ("" if row.trained else " tok-untrained")
         spans.append(f'<span class="{css_class}" style="background:{colour}" title="{html.escape(title)}">'
                      f"{html.escape(row.token)}</span>")
     return f'<div class="token-view">{"".join(spans)}</div>'
