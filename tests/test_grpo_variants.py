@@ -190,3 +190,13 @@ def test_variants_survive_yaml_and_the_cli():
     assert again.grpo == config.grpo and again.grpo.sapo_temperature_neg == 2.0
     with pytest.raises(ConfigError, match="grpo.delta"):
         RunConfig().with_overrides(["grpo.delta=large"])
+
+
+def test_batched_rewards_receive_the_sampled_tokens(tmp_path, tiny_model_dir, prompts_file):
+    # What DAPO's soft overlong punishment (the reward library's) measures: tokens as sampled, EOS included.
+    config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=1"])
+    config.rewards.source = "def token_count(completions, completion_ids, **kwargs):\n" \
+                            "    return [float(len(ids)) for ids in completion_ids]\n"
+    run_dir = train(config, tmp_path / "run", progress=False)
+    group = read_rollouts(run_dir, step=1)["groups"][0]
+    assert group["rewards"]["token_count"] == [float(n) for n in group["completion_tokens"]]

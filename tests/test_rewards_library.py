@@ -1,9 +1,13 @@
 """The built-in reward functions, on values worked out by hand."""
 
+import math
+
 import pytest
 
 from rft.rewards import LIBRARY, library_source
-from rft.rewards.library import exact_match, format_check, length_penalty, numeric_match, repetition_penalty
+from rft.rewards import RewardRuntime
+from rft.rewards.library import (exact_match, format_check, length_penalty, numeric_match, repetition_penalty,
+                                  soft_overlong_punishment)
 
 
 @pytest.mark.parametrize(("completion", "expected"), [
@@ -75,8 +79,29 @@ def test_repetition_penalty(completion, expected):
 
 
 def test_library_sources_are_the_functions_text():
-    assert list(LIBRARY) == ["format_check", "exact_match", "numeric_match", "length_penalty", "repetition_penalty"]
+    assert list(LIBRARY) == ["format_check", "exact_match", "numeric_match", "length_penalty", "repetition_penalty",
+                             "soft_overlong_punishment"]
     assert library_source("length_penalty").startswith("def length_penalty(prompt, completion, example):\n")
     assert "TARGET_CHARS = 1024" in library_source("length_penalty")
     with pytest.raises(ValueError, match="choose one of format_check, exact_match"):
         library_source("no_such_reward")
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [
+    (0, 0.0), (48, 0.0),  # up to MAX_TOKENS - BUFFER = 64 - 16
+    (49, -1 / 16), (56, -0.5), (64, -1.0),  # then linearly down to -1 at the limit
+    (80, -1.0),  # never below
+])
+def test_soft_overlong_punishment(tokens, expected):
+    assert soft_overlong_punishment(["text"], completion_ids=[list(range(tokens))]) == [pytest.approx(expected)]
+
+
+def test_soft_overlong_punishment_counts_the_sampled_tokens_not_the_text():
+    source = library_source("soft_overlong_punishment")
+    with RewardRuntime(source) as runtime:
+        # the same text, sampled as 10 and as 60 tokens
+        scored = runtime.score(["p", "p"], ["same text", "same text"], [{}, {}], completion_ids=[[1] * 10, [1] * 60])
+        assert scored.per_function["soft_overlong_punishment"] == [0.0, pytest.approx(-12 / 16)]
+        # pasted text has no tokens: not applicable, rather than a guess from its characters
+        previewed = runtime.score(["p"], ["x" * 5000], [{}])
+        assert previewed.errors == {} and math.isnan(previewed.per_function["soft_overlong_punishment"][0])

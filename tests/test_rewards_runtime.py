@@ -316,12 +316,12 @@ def test_a_runaway_allocation_raises_memory_error_inside_the_worker():
 
 def test_library_functions_run_from_their_source_alone():
     with RewardRuntime("\n\n".join(LIBRARY.values())) as runtime:
-        result = runtime.score(*batch("<think>2+2</think><answer>4</answer>", answer=["4"]))
+        result = runtime.score(*batch("<think>2+2</think><answer>4</answer>", answer=["4"]), completion_ids=[[7] * 12])
 
     assert result.errors == {}
     assert result.per_function == {
         "format_check": [1.0], "exact_match": [1.0], "numeric_match": [1.0],
-        "length_penalty": [0.0], "repetition_penalty": [0.0],
+        "length_penalty": [0.0], "repetition_penalty": [0.0], "soft_overlong_punishment": [0.0],
     }
 
 

@@ -29,7 +29,8 @@ from rft.distributed import Processes
 from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
 from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
-from rft.rewards import RewardRuntime
+from rft.rewards import RewardCodeError, RewardRuntime
+from rft.rewards import versions as reward_versions
 from rft.runs import FollowerWriter, RunWriter, checkpoint_path, read_status, sft_adapter_path
 
 TRAINER_STATE_FILE = "trainer_state.pt"
@@ -186,13 +187,55 @@ class Trainer:
                         f"trainable {trainable:,} of {total:,} parameters")
         self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}")
         self.prompts = self._prepare_prompts()
-        self.rewards = RewardRuntime(cfg.rewards.source, cfg.rewards.weights, cfg.rewards.timeout_s)
-        self.function_names = list(self.rewards.function_names)
-        self.weights = torch.tensor([cfg.rewards.weights.get(n, 1.0) for n in self.function_names])
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
         self.max_steps = self._max_steps()
         self.scheduler = learning_rate_schedule(self.optimizer, cfg.optim, self.max_steps)
+
+    # ---- reward code, which the user may change while the run trains (rft.rewards.versions) ------
+
+    def start_rewards(self, start: int) -> None:
+        """Score with the reward code in force at step `start` (the checkpoint resumed from), or with
+        the config's, kept as version 1, on a fresh start."""
+        if self.processes.is_main and reward_versions.version_in_force(self.run_dir, start) is None:
+            cfg = self.config.rewards
+            reward_versions.record_version(self.run_dir, cfg.source, cfg.weights, from_step=1)
+        self.processes.wait_for_all()  # the version exists before any process reads it
+        version = reward_versions.version_in_force(self.run_dir, start)
+        self.use_rewards(RewardRuntime(version.source, version.weights, self.config.rewards.timeout_s), version)
+        if version.number > 1:
+            self.writer.log(f"rewards: version {version.number}, in force since step {version.from_step}")
+
+    def use_rewards(self, runtime: RewardRuntime, version: reward_versions.RewardVersion) -> None:
+        if hasattr(self, "rewards"):
+            self.rewards.close()
+        self.rewards, self.reward_version = runtime, version
+        self.function_names = list(runtime.function_names)
+        self.weights = torch.tensor([version.weights.get(n, 1.0) for n in self.function_names])
+
+    def take_reward_change(self, step: int) -> None:
+        """At a step boundary: swap in reward code the dashboard sent, or refuse it and keep the current."""
+        main = self.processes.is_main
+        request = self.processes.from_main(reward_versions.take_request(self.run_dir) if main else None)
+        if request is None:
+            return
+        try:
+            runtime = RewardRuntime(request["source"], request.get("weights") or {}, self.config.rewards.timeout_s)
+        except RewardCodeError as exc:
+            if main:
+                reward_versions.record_outcome(self.run_dir, request, None, str(exc))
+            self.writer.log(f"rewards: the edited code was refused, version {self.reward_version.number} stays: "
+                            f"{exc}", step)
+            return
+        version = None
+        if main:
+            version = reward_versions.record_version(self.run_dir, request["source"], runtime.weights, from_step=step)
+            reward_versions.record_outcome(self.run_dir, request, version,
+                                           f"version {version.number} scores from step {step}")
+        version = self.processes.from_main(version)
+        self.use_rewards(runtime, version)
+        self.writer.log(f"rewards: version {version.number} in force from this step "
+                        f"(functions: {', '.join(self.function_names)})", step)
 
     def _warm_start(self) -> Path | None:
         """With sft.enabled, the warm-started adapter GRPO continues from: made now, or on a resume
@@ -275,7 +318,9 @@ class Trainer:
         started = time.perf_counter()
         group = cfg.sampling.num_generations
         expanded = [p for p in prompts for _ in range(group)]
-        scores = self.rewards.score([p.text for p in expanded], rollout.completions, [p.example for p in expanded])
+        completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
+        scores = self.rewards.score([p.text for p in expanded], rollout.completions, [p.example for p in expanded],
+                                    completion_ids)
         for name, text in scores.logs:
             self.writer.log(f"[reward {name}] {text}", step)
         for name, errors in scores.errors.items():
@@ -390,6 +435,7 @@ class Trainer:
             "reward": float(total.nanmean()),
             "reward_std": float(grpo_loss.nan_std(total)),
             "rewards/unscorable": int(total.isnan().sum()),
+            "reward_version": self.reward_version.number,
         }
         for name in self.function_names:
             values = np.array([v for group in groups for v in group["rewards"][name]], dtype=float)
@@ -443,6 +489,7 @@ class Trainer:
                     "advantages": batch.advantages[rows].cpu().tolist(),
                     "completion_tokens": batch.rollout.completion_lengths[rows].int().tolist(),
                     "truncated": batch.rollout.truncated[rows].tolist(),
+                    "reward_version": self.reward_version.number,
                 })
         return records
 
@@ -501,6 +548,7 @@ class Trainer:
                                     .generate_state(1)[0]))
             if not resume:
                 self.writer.truncate_after(0)
+            self.start_rewards(start)
             self.writer.set_status("running", step=start, max_steps=self.max_steps, phase="training")
             self._loop(start, progress)
         except (StopTraining, sft.StopRequested):
@@ -523,6 +571,7 @@ class Trainer:
         self.writer.take_lines()  # a follower's set-up lines repeat the main process's
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
+            self.take_reward_change(step)
             timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
             self.assign_advantages(batches)

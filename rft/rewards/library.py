@@ -2,7 +2,8 @@
 
 The menu inserts a function's source text into the user's code box, so each function here is
 self-contained (imports inside, standard library only), uses the per-sample signature
-(prompt, completion, example), and keeps its tunable constants in its own body.
+(prompt, completion, example) unless it needs the completion's tokens (then the batched one, which
+receives `completion_ids`), and keeps its tunable constants in its own body.
 """
 
 from __future__ import annotations
@@ -69,9 +70,25 @@ def repetition_penalty(prompt, completion, example):
     return len(set(ngrams)) / len(ngrams) - 1.0
 
 
+def soft_overlong_punishment(completions, completion_ids=None, **kwargs):
+    """DAPO's soft overlong punishment: 0 up to MAX_TOKENS - BUFFER tokens, then down to -1 at MAX_TOKENS."""
+    MAX_TOKENS = 64  # set to the run's "Max completion tokens" (sampling.max_completion_length)
+    BUFFER = 16  # the soft zone before the limit; DAPO used 4096 of 20480
+    if completion_ids is None:
+        # Text alone cannot say how the model split it into tokens: the trainer passes the sampled
+        # tokens, a preview of pasted text does not, so the penalty does not apply there.
+        return [None] * len(completions)
+    rewards = []
+    for ids in completion_ids:
+        over = len(ids) - (MAX_TOKENS - BUFFER)
+        rewards.append(0.0 if over <= 0 else max(-over / BUFFER, -1.0))
+    return rewards
+
+
 LIBRARY: dict[str, str] = {
     function.__name__: inspect.getsource(function)
-    for function in (format_check, exact_match, numeric_match, length_penalty, repetition_penalty)
+    for function in (format_check, exact_match, numeric_match, length_penalty, repetition_penalty,
+                     soft_overlong_punishment)
 }
 
 

@@ -94,8 +94,13 @@ class RewardRuntime:
     def function_names(self) -> list[str]:
         return [info.name for info in self.functions]
 
-    def score(self, prompts: list[str], completions: list[str], examples: list[dict]) -> ScoreResult:
+    def score(self, prompts: list[str], completions: list[str], examples: list[dict],
+              completion_ids: list[list[int]] | None = None) -> ScoreResult:
         """Every function's reward for every completion; examples hold each row's other columns.
+
+        `completion_ids`, each completion's tokens up to and including EOS as sampled (the trainer
+        has them; a preview of pasted text does not), reach batched functions as a keyword, as in
+        TRL: a length in tokens needs them, since the text alone cannot say how the model split it.
 
         Failed calls are recorded in the result, never raised. Raises RewardCodeError only when a
         replacement worker can no longer run the code (a file it reads at import has gone, say).
@@ -109,7 +114,7 @@ class RewardRuntime:
             if info.convention == PER_SAMPLE:
                 outcomes[info.name] = self._score_per_sample(info, prompts, completions, examples)
             else:
-                outcomes[info.name] = self._score_batched(info, prompts, completions, examples)
+                outcomes[info.name] = self._score_batched(info, prompts, completions, examples, completion_ids)
         return self._combine(outcomes, len(completions), time.perf_counter() - started)
 
     def close(self) -> None:
@@ -137,11 +142,13 @@ class RewardRuntime:
         return CallOutcome(scores, problems, output.text())
 
     def _score_batched(self, info: RewardFunctionInfo, prompts: list[str], completions: list[str],
-                       examples: list[dict]) -> CallOutcome:
+                       examples: list[dict], completion_ids: list[list[int]] | None) -> CallOutcome:
         if not completions:
             return CallOutcome([], [])
         columns = {key: [example.get(key) for example in examples] for key in _column_names(examples)}
         arguments = {"prompts": list(prompts), "completions": list(completions), **columns}
+        if completion_ids is not None:
+            arguments["completion_ids"] = [list(ids) for ids in completion_ids]
         if not info.takes_any_keyword:
             # Like TRL, columns arrive as keywords; without **kwargs pass only the ones it names.
             arguments = {name: value for name, value in arguments.items() if name in info.parameters}
