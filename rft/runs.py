@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from rft.config import RunConfig
+from rft.rewards import versions as reward_versions
 
 STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("queued", "running", "stopping")
@@ -189,6 +190,7 @@ class RunWriter:
         for later in list_checkpoints(self.run_dir):
             if later > step:
                 shutil.rmtree(self.checkpoints_dir / f"step-{later}", ignore_errors=True)
+        reward_versions.truncate_after(self.run_dir, step)
 
     def request_stop(self) -> None:
         (self.run_dir / "stop").touch()
