@@ -113,6 +113,16 @@ def reward_function_names(metrics: pd.DataFrame) -> list[str]:
     return [c[len("rewards/"):-len("/mean")] for c in metrics.columns if c.startswith("rewards/") and c.endswith("/mean")]
 
 
+def reward_version_changes(metrics: pd.DataFrame) -> list[tuple[int, int]]:
+    """(step, version) for each step whose reward code differs from the step before: the edits
+    applied to a running job (rft.rewards.versions), which every chart marks."""
+    if "reward_version" not in metrics.columns or metrics.empty:
+        return []
+    versions = metrics["reward_version"].ffill()
+    changed = versions.ne(versions.shift()) & versions.shift().notna()
+    return [(int(step), int(version)) for step, version in versions[changed].items()]
+
+
 # ---- rollouts ---------------------------------------------------------------------------------
 
 ROLLOUT_COLUMNS = ("group", "sample", "prompt", "completion", "total", "advantage", "tokens", "truncated")

@@ -68,3 +68,21 @@ def test_a_running_job_takes_an_edit_at_the_next_step_and_refuses_a_broken_one(t
     logs = (run_dir / "logs.txt").read_text()
     assert "the edited code was refused, version 1 stays" in logs
     assert "rewards: version 2 in force from this step" in logs
+
+
+def test_every_step_chart_marks_where_edited_reward_code_took_effect():
+    import pandas as pd
+
+    from rft.monitoring import reward_version_changes
+    from ui.charts import monitor_figures
+
+    metrics = pd.DataFrame({"step": [1, 2, 3, 4, 5], "reward": [0.1, 0.2, 0.3, 0.2, 0.4],
+                            "reward_version": [1, 1, 2, 2, 3]}).set_index("step", drop=False)
+    assert reward_version_changes(metrics) == [(3, 2), (5, 3)]
+    assert reward_version_changes(metrics.drop(columns="reward_version")) == []
+
+    figures = monitor_figures(metrics, pd.DataFrame())
+    marked = {name for name, figure in figures.items()
+              if [shape.x0 for shape in figure.layout.shapes if shape.line.dash == "dot"] == [3, 5]}
+    assert {"reward", "kl", "loss", "length", "time"} <= marked
+    assert "rewards v2" in [a.text for a in figures["reward"].layout.annotations]

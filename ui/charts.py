@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from rft.monitoring import downsample, reward_function_names
+from rft.monitoring import downsample, reward_function_names, reward_version_changes
 
 PALETTE = ["#4f46e5", "#0d9488", "#d97706", "#db2777", "#2563eb", "#65a30d", "#9333ea", "#0891b2"]
 ZERO_SPREAD_COLOR = "#dc2626"  # reserved: no palette colour may look like it
@@ -209,7 +209,7 @@ def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame) -> dict[st
     """Every chart the Monitor tab shows for a run, by the name its layout uses. Long runs are
     downsampled, except in the group chart, which shows only the last steps exactly."""
     shown = downsample(metrics)
-    return {
+    figures = {
         "reward": reward_chart(shown),
         "functions": reward_functions_chart(shown, reward_function_names(metrics)),
         "groups": group_rewards_chart(metrics),
@@ -222,3 +222,15 @@ def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame) -> dict[st
         "speed": throughput_chart(shown),
         "sft": sft_loss_chart(downsample(sft_metrics)),
     }
+    for name, figure in figures.items():
+        if name not in ("groups", "sft"):  # their x axes are not the run's steps
+            mark_reward_changes(figure, reward_version_changes(metrics))
+    return figures
+
+
+def mark_reward_changes(figure: go.Figure, changes: list[tuple[int, int]]) -> None:
+    """A dotted line at each step where edited reward code took effect, labelled with its version."""
+    for step, version in changes:
+        figure.add_vline(x=step, line_dash="dot", line_color="#6b7280", line_width=1,
+                         annotation_text=f"rewards v{version}", annotation_position="top left",
+                         annotation_font={"size": 9, "color": "#6b7280"})

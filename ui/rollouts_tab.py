@@ -86,6 +86,8 @@ def build(runs_root: Path) -> RolloutsTab:
         group_count = flagged["group"].nunique() if not flagged.empty else 0
         text = (f"<b>Step {record['step']}</b> · {group_count} group(s) · {len(flagged)} completion(s) · "
                 f"mean total {flagged['total'].mean():.3f}")
+        version = record["groups"][0].get("reward_version") if record["groups"] else None
+        text += f" · scored by reward code v{version}" if version else ""
         text += f' · <span class="flag">{suspects} suspected</span>' if suspects else " · nothing suspicious"
         return (text, completion_card("Best", top, functions), completion_card("Worst", bottom, functions),
                 group_table(flagged).round(3),

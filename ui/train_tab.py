@@ -20,6 +20,7 @@ from rft import train_form as form
 from rft.config import ConfigError, DataConfig, RunConfig
 from rft.data import SUPPORTED_SUFFIXES, preset_names
 from rft.monitoring import run_progress
+from rft.rewards import versions as reward_versions
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status
 from ui.common import missing_run_notice, notice, problems_notice, resolve_run, state_badge
 
@@ -120,6 +121,7 @@ def build(runs_root: Path) -> TrainTab:
             with gr.Row():
                 check = gr.Button("Check", size="sm", elem_id="check-rewards")
                 try_button = gr.Button("Try on preview rows", size="sm", elem_id="try-rewards")
+                apply_button = gr.Button("Apply to the running job", size="sm", elem_id="apply-rewards")
             check_message = gr.HTML(notice(preset_warning, "warn"), elem_id="check-message")
             weights = gr.Dataframe(headers=["function", "convention", "weight", "description"], interactive=True,
                                    static_columns=[0, 1, 3], label="Functions and weights (edit the weight column)",
@@ -265,6 +267,24 @@ def build(runs_root: Path) -> TrainTab:
             return None, notice(f"Scoring failed: {type(exc).__name__}: {exc}", "error")
         return frame, _code_notice(message, "ok" if not frame.empty else "error")
 
+    def apply_to_job(code, table, run_id):
+        """Send the edited reward code to the running job, which swaps it in at its next step."""
+        run_dir = resolve_run(runs_root, run_id)
+        if run_dir is None or effective_state(read_status(run_dir)) not in ACTIVE_STATES:
+            return notice("No running job to apply it to: launch one first (a new run uses this code as it is).",
+                          "info")
+        result = rewards.check(code or "")
+        if not result.ok:
+            return _code_notice("Not applied; the running job keeps its reward code:\n" + result.message(), "error")
+        try:
+            weight_values = form.weights_from_table(table)
+        except ValueError as exc:
+            return notice(str(exc), "error")
+        known = set(result.function_names)
+        reward_versions.request_change(run_dir, code, {k: v for k, v in weight_values.items() if k in known})
+        return notice(f"Sent to {run_dir.name}: it takes effect at the next step boundary. The job line says when, "
+                      "and Monitor marks the step on every chart.", "ok")
+
     def update_summary(values: dict):
         try:
             return form.effective_batch_summary(build_config(values))
@@ -338,6 +358,7 @@ def build(runs_root: Path) -> TrainTab:
         state = effective_state(status)
         progress = run_progress(state, status, read_metrics(run_dir) if state in ACTIVE_STATES else pd.DataFrame())
         text = f"{state_badge(state)} <b>{run_id}</b> · {progress.describe()}"
+        text += reward_edit_outcome(run_dir)
         if state == "failed" and progress.error:
             text += f'<div class="notice notice-error">{html.escape(progress.error)}</div>'
         return text, gr.Timer(active=state in ACTIVE_STATES)
@@ -356,6 +377,8 @@ def build(runs_root: Path) -> TrainTab:
     load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
     insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
     check.click(check_code, [reward_code, weights], [check_message, weights])
+    apply_button.click(apply_to_job, [reward_code, weights, current_run], check_message) \
+        .then(show_job, current_run, [job_status, timer])
     try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,
                                 pasted], [try_result, try_message])
     for path in form.BATCH_FIELDS + ("schedule.epochs",):
@@ -389,6 +412,18 @@ def _field_input(field: form.FormField, value):
     if field.kind == "int":
         return gr.Number(value=value, precision=0, **common)
     return gr.Number(value=value, step=0.01, **common)
+
+
+def reward_edit_outcome(run_dir: Path) -> str:
+    """What became of the latest reward edit sent to this run, for the job line."""
+    if reward_versions.request_waiting(run_dir):
+        return " · a reward edit waits for the next step"
+    outcome = reward_versions.last_outcome(run_dir)
+    if outcome is None:
+        return ""
+    if outcome["state"] == "applied":
+        return f' · reward code v{outcome["version"]} since step {outcome["from_step"]}'
+    return f'<div class="notice notice-warn">The last reward edit was refused: {html.escape(outcome["message"])}</div>'
 
 
 def _code_notice(text: str, kind: str) -> str:

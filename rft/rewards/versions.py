@@ -51,6 +51,10 @@ def take_request(run_dir: str | Path) -> dict | None:
     return request
 
 
+def request_waiting(run_dir: str | Path) -> bool:
+    return (_folder(run_dir) / REQUEST_FILE).exists()
+
+
 def versions(run_dir: str | Path) -> list[RewardVersion]:
     """Every version that took effect, oldest first."""
     path = _folder(run_dir) / VERSIONS_FILE
