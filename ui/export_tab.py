@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from rft.config import ConfigError
-from rft.export import ExportError, export_for_dashboard, exports_root
+from rft.export import MERGED_DTYPES, ExportError, export_for_dashboard, exports_root
 from rft.runs import list_checkpoints
 from ui.common import missing_run_notice, notice, resolve_run, run_picker_update
 from ui.policy_picker import POLICY_FAILURES
@@ -27,6 +27,8 @@ def build(runs_root: Path) -> ExportTab:
         step = gr.Dropdown([], label="Checkpoint step", scale=1, elem_id="export-step")
         merged = gr.Checkbox(False, label="Also the merged full model", scale=1, elem_id="export-merged",
                              info="safetensors + tokenizer, for AutoModelForCausalLM.from_pretrained")
+        merged_dtype = gr.Radio(list(MERGED_DTYPES), value="fp32", label="Merged weights", scale=1,
+                                elem_id="export-merged-dtype", info="bf16: half the size")
         export = gr.Button("Export", variant="primary", elem_id="export-go")
         refresh = gr.Button("↻ Refresh", size="sm", scale=0, min_width=90)
     gr.Markdown(f"Exports are written to `{exports_root(runs_root)}`.", elem_classes="muted")
@@ -47,20 +49,22 @@ def build(runs_root: Path) -> ExportTab:
             hint = "" if steps else notice("This run has no checkpoint yet.", "info")
         return gr.update(choices=steps, value=steps[-1] if steps else None), hint, gr.update(visible=False)
 
-    def run_export(run_id, step_value, with_merged):
+    def run_export(run_id, step_value, with_merged, dtype):
         if resolve_run(runs_root, run_id) is None or step_value is None:
             yield notice("Choose a run and one of its checkpoints.", "warn"), gr.update(visible=False)
             return
         work = "merging the full model takes a while; " if with_merged else ""
         yield notice(f"Exporting step {step_value} ({work}please wait)…"), gr.update(visible=False)
         try:
-            written = export_for_dashboard(runs_root, run_id, int(step_value), merged=bool(with_merged))
+            written = export_for_dashboard(runs_root, run_id, int(step_value), merged=bool(with_merged),
+                                           merged_dtype=dtype)
         except (ExportError, ConfigError, *POLICY_FAILURES) as exc:
             yield notice(f"Export failed: {exc}", "error"), gr.update(visible=False)
             return
-        lines = [f"Exported {run_id} step {written['step']}.", f"Adapter folder: {written['adapter_dir']}"]
+        lines = [f"Exported {run_id} step {written['step']}.", f"Adapter folder: {written['adapter_dir']}",
+                 f"Base model named in adapter_config.json: {written['base_model']}"]
         if "merged_dir" in written:
-            lines.append(f"Merged model: {written['merged_dir']}")
+            lines.append(f"Merged model ({dtype}): {written['merged_dir']}")
         lines.append(f"Zip: {written['zip']}")
         yield notice("\n".join(lines), "ok"), gr.update(value=str(written["zip"]), visible=True,
                                                          label=f"Download {Path(written['zip']).name}")
@@ -68,5 +72,5 @@ def build(runs_root: Path) -> ExportTab:
     pickers = [run, step, message, download]
     refresh.click(load_runs, run, pickers)
     run.change(on_run_change, run, pickers[1:])
-    export.click(run_export, [run, step, merged], [message, download])
+    export.click(run_export, [run, step, merged, merged_dtype], [message, download])
     return ExportTab(on_load=(load_runs, [run], pickers))
