@@ -268,22 +268,25 @@ def build(runs_root: Path) -> TrainTab:
         return frame, _code_notice(message, "ok" if not frame.empty else "error")
 
     def apply_to_job(code, table, run_id):
-        """Send the edited reward code to the running job, which swaps it in at its next step."""
+        """Send the edited reward code to the running job, which swaps it in at its next step; the
+        weights table shows the functions of the code sent."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None or effective_state(read_status(run_dir)) not in ACTIVE_STATES:
             return notice("No running job to apply it to: launch one first (a new run uses this code as it is).",
-                          "info")
-        result = rewards.check(code or "")
-        if not result.ok:
-            return _code_notice("Not applied; the running job keeps its reward code:\n" + result.message(), "error")
+                          "info"), gr.skip()
         try:
             weight_values = form.weights_from_table(table)
         except ValueError as exc:
-            return notice(str(exc), "error")
+            return notice(str(exc), "error"), gr.skip()
+        result = rewards.check(code or "")
+        table_update = form.weights_table(result.functions, weight_values)
+        if not result.ok:
+            return _code_notice("Not applied; the running job keeps its reward code:\n" + result.message(),
+                                "error"), table_update
         known = set(result.function_names)
         reward_versions.request_change(run_dir, code, {k: v for k, v in weight_values.items() if k in known})
         return notice(f"Sent to {run_dir.name}: it takes effect at the next step boundary. The job line says when, "
-                      "and Monitor marks the step on every chart.", "ok")
+                      "and Monitor marks the step on every chart.", "ok"), table_update
 
     def update_summary(values: dict):
         try:
@@ -377,7 +380,7 @@ def build(runs_root: Path) -> TrainTab:
     load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
     insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
     check.click(check_code, [reward_code, weights], [check_message, weights])
-    apply_button.click(apply_to_job, [reward_code, weights, current_run], check_message) \
+    apply_button.click(apply_to_job, [reward_code, weights, current_run], [check_message, weights]) \
         .then(show_job, current_run, [job_status, timer])
     try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,
                                 pasted], [try_result, try_message])
