@@ -173,19 +173,48 @@ def config_from_values(base: RunConfig, values: dict[str, object]) -> RunConfig:
     """
     data = base.to_dict()
     optional = {f.path for f in ALL_FIELDS if f.optional}
+    number_kinds = {f.path: f.kind for f in ALL_FIELDS if f.kind in ("int", "float")}
+    problems = []  # every bad field at once, with those RunConfig.from_dict finds
     for path, value in values.items():
         if isinstance(value, str) and path != "rewards.source":
             value = value.strip()
         if value in ("", None) and path in optional:
             value = None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError([f"{path}: expected a finite number"])
+        if path in number_kinds and value is not None:
+            try:
+                value = _form_number(path, value, number_kinds[path])
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
         node = data
         *sections, key = path.split(".")
         for section in sections:
             node = node[section]
         node[key] = value
-    return RunConfig.from_dict(data)
+    try:
+        config = RunConfig.from_dict(data)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _form_number(path: str, value: object, kind: str) -> object:
+    """A number input's value: an optional field's text parsed, and a fraction in a whole-number
+    field refused (never rounded: 2.5 completions per prompt is a mistake to point out)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError([f"{path}: expected a number, got {value!r}"]) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError([f"{path}: expected a finite number"])
+    if kind == "int" and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError([f"{path}: expected a whole number, got {value:g}"])
+        return int(value)
+    return value
 
 
 def effective_batch_summary(config: RunConfig) -> str:
@@ -309,31 +338,34 @@ def sample_completions(rows: list[dict], pasted: str) -> list[str]:
 
 
 def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: DataConfig,
-                pasted: str, timeout_s: float) -> tuple[pd.DataFrame, str]:
-    """Score sample completions of the preview rows with the reward code: a table and a message."""
+                pasted: str, timeout_s: float) -> tuple[pd.DataFrame, str, str]:
+    """Score sample completions of the preview rows with the reward code: a table, a message and
+    its kind (ok; warn when a function raised on some row; error when nothing could be scored)."""
     from rft import rewards
 
     if not rows:
-        return pd.DataFrame(), "No preview rows to score: choose a dataset first."
+        return pd.DataFrame(), "No preview rows to score: choose a dataset first.", "error"
     completions = sample_completions(rows, pasted)
     if not any(c.strip() for c in completions):
-        return pd.DataFrame(), "Paste a completion to score (the dataset has no `completion` column)."
+        return pd.DataFrame(), "Paste a completion to score (the dataset has no `completion` column).", "error"
     prompts = [datasets.prompt_text_for_display(datasets.to_messages(row, data)) for row in rows]
     examples = [datasets.example_of(row, data) for row in rows]
     check, scores = rewards.preview(source, prompts, completions, examples, weights or None, timeout_s)
     if scores is None:
-        return pd.DataFrame(), check.message()
+        return pd.DataFrame(), check.message(), "error"
     frame = scores.to_dataframe().round(4)
     frame.insert(0, "prompt", [_shorten(p, 60) for p in prompts])
     frame.insert(1, "completion", [_shorten(c, 60) for c in completions])
-    failed = ", ".join(f"{name} ({errors.count} failed)" for name, errors in scores.errors.items())
     message = f"Scored {len(completions)} completion(s) in {scores.seconds:.2f} s."
-    if failed:
-        message += f" Errors: {failed}; the error column shows each."
+    if scores.errors:
+        message += "\n" + "\n".join(
+            f"{name} failed on {errors.count} of {len(completions)}: {errors.first_message.strip().splitlines()[-1]}"
+            for name, errors in scores.errors.items())
+        message += "\nThose scores are missing (a run logs and skips them); the error column shows each row's."
     printed = [f"{name}: {text.strip()}" for name, text in scores.logs if text.strip()]
     if printed:
         message += "\nPrinted:\n" + "\n".join(printed[:20])
-    return frame, message
+    return frame, message, "warn" if scores.errors else "ok"
 
 
 def _shorten(text: str, limit: int) -> str:

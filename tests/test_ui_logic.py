@@ -83,6 +83,22 @@ def test_bad_form_values_name_the_field():
     assert any("num_generations" in p for p in too_small.problems())
 
 
+def test_a_fraction_in_a_whole_number_field_is_refused_not_rounded():
+    import gradio as gr
+
+    from ui.train_tab import _field_input
+
+    [field] = [f for f in form.ALL_FIELDS if f.path == "sampling.num_generations"]
+    with gr.Blocks():
+        number_box = _field_input(field, 4)
+    with pytest.raises(ConfigError, match=r"sampling\.num_generations: expected a whole number, got 2\.5"):
+        form.config_from_values(RunConfig(), {field.path: number_box.preprocess(2.5)})
+    assert form.config_from_values(RunConfig(), {field.path: number_box.preprocess(6)}).sampling.num_generations == 6
+    with pytest.raises(ConfigError, match=r"data\.limit: expected a whole number, got 2\.5"):  # an optional text box
+        form.config_from_values(RunConfig(), {"data.limit": "2.5"})
+    assert form.config_from_values(RunConfig(), {"data.limit": "1e3"}).data.limit == 1000
+
+
 def test_effective_batch_summary_multiplies_out_the_batch():
     config = RunConfig()
     config.optim.prompts_per_step, config.sampling.num_generations = 2, 8
@@ -146,11 +162,28 @@ def test_weights_table_round_trip_and_bad_weight():
 def test_try_rewards_scores_a_pasted_completion_and_shows_errors():
     rows = [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "2"}]
     source = SIMPLE_REWARD + "\ndef broken(prompt, completion, example):\n    return 1 / 0\n"
-    frame, message = form.try_rewards(source, {}, rows, DataConfig(preset=None, path="x"), "hello", 10.0)
+    frame, message, kind = form.try_rewards(source, {}, rows, DataConfig(preset=None, path="x"), "hello", 10.0)
     assert list(frame["short"]) == [-0.5, -0.5]
-    assert frame["error"].str.contains("ZeroDivisionError").all() and "broken" in message
-    frame, message = form.try_rewards("def f(:\n", {}, rows, DataConfig(preset=None, path="x"), "hi", 10.0)
-    assert frame.empty and "line 1" in message
+    assert frame["error"].str.contains("ZeroDivisionError").all()
+    # A function that raised is a warning naming it and its error, not an "ok".
+    assert kind == "warn" and "broken failed on 2 of 2: ZeroDivisionError: division by zero" in message
+    frame, message, kind = form.try_rewards(SIMPLE_REWARD, {}, rows, DataConfig(preset=None, path="x"), "hi", 10.0)
+    assert kind == "ok" and "failed" not in message
+    frame, message, kind = form.try_rewards("def f(:\n", {}, rows, DataConfig(preset=None, path="x"), "hi", 10.0)
+    assert frame.empty and "line 1" in message and kind == "error"
+
+
+def test_a_launch_time_syntax_error_keeps_its_lines_so_the_caret_points_at_the_error():
+    from rft import jobs
+    from ui.common import problems_notice
+
+    config = RunConfig()
+    config.rewards.source = "def f(prompt, completion, example):\n    return len(completion +\n"
+    [problem] = [p for p in jobs.preflight(config) if p.startswith("rewards.source")]
+    shown = problems_notice("Cannot launch:", [problem, "model.name_or_path: x does not exist"])
+    assert "<pre>rewards.source: line 2: syntax error: &#x27;(&#x27; was never closed\n" in shown
+    assert "\n                  ^</pre>" in shown  # the caret under the unclosed parenthesis
+    assert "<li>model.name_or_path: x does not exist</li>" in shown
 
 
 # ---- progress, ETA, downsampling --------------------------------------------------------------

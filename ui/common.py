@@ -52,7 +52,10 @@ def missing_run_notice(run_id: str) -> str:
 
 
 def problems_notice(title: str, problems: list[str]) -> str:
-    items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    # A problem of several lines (a syntax error: the code line and a caret under the error) is
+    # preformatted, so the caret stays under the character it points at.
+    items = "".join(f"<li><pre>{html.escape(p)}</pre></li>" if "\n" in p else f"<li>{html.escape(p)}</li>"
+                    for p in problems)
     return f'<div class="notice notice-error"><b>{html.escape(title)}</b><ul>{items}</ul></div>'
 
 

@@ -262,10 +262,10 @@ def build(runs_root: Path) -> TrainTab:
         weight_values = {k: v for k, v in weight_values.items() if k in known}
         data = current_data_config(choice, stored, column)
         try:
-            frame, message = form.try_rewards(code or "", weight_values, rows, data, completion or "", 10.0)
+            frame, message, kind = form.try_rewards(code or "", weight_values, rows, data, completion or "", 10.0)
         except Exception as exc:  # the worker could not start, say: show it, keep the page alive
             return None, notice(f"Scoring failed: {type(exc).__name__}: {exc}", "error")
-        return frame, _code_notice(message, "ok" if not frame.empty else "error")
+        return frame, _code_notice(message, kind)
 
     def apply_to_job(code, table, run_id):
         """Send the edited reward code to the running job, which swaps it in at its next step; the
@@ -413,7 +413,8 @@ def _field_input(field: form.FormField, value):
         # An empty box is the field's "off" value (None); a Number input cannot be empty.
         return gr.Textbox(value="" if value is None else str(value), placeholder="empty = off", **common)
     if field.kind == "int":
-        return gr.Number(value=value, precision=0, **common)
+        # No precision: Gradio would round 2.5 to 2 silently; config_from_values refuses it instead.
+        return gr.Number(value=value, step=1, **common)
     return gr.Number(value=value, step=0.01, **common)
 
 
