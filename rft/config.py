@@ -99,6 +99,8 @@ class GRPOConfig:
     top_entropy_quantile: float = 1.0  # policy loss on the top q of tokens by entropy; 1.0: every token
     entropy_coef: float = 0.0  # entropy bonus: loss - coef * mean token entropy; 0: off
     multi_objective_aggregation: str = "sum_then_normalize"  # or normalize_then_sum: each function per group first
+    dynamic_sampling: bool = False  # DAPO: drop groups with no reward spread, draw more prompts instead
+    max_sampling_draws: int = 4  # with dynamic_sampling: draws per micro-batch at most, the first included
 
 
 @dataclass
@@ -248,6 +250,7 @@ class RunConfig:
         require(0 <= g.epsilon_low < 1, "grpo.epsilon_low: must be in [0, 1)")
         require(g.epsilon_high is None or 0 <= g.epsilon_high < 10, "grpo.epsilon_high: must be in [0, 10)")
         require(1 <= g.num_iterations <= 16, "grpo.num_iterations: must be in [1, 16]")
+        require(1 <= g.max_sampling_draws <= 64, "grpo.max_sampling_draws: must be in [1, 64]")
         require(g.loss_type in LOSS_TYPES, f"grpo.loss_type: {g.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
         require(g.scale_rewards in SCALE_REWARDS,
                 f"grpo.scale_rewards: {g.scale_rewards!r} is not one of {', '.join(SCALE_REWARDS)}")

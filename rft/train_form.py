@@ -73,6 +73,13 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
                   "choice", SCALE_REWARDS),
         FormField("grpo.mask_truncated_completions", "Ignore truncated completions",
                   "Completions that hit the length limit do not contribute to the loss.", "bool"),
+        FormField("grpo.dynamic_sampling", "Dynamic sampling (DAPO)",
+                  "Groups whose completions all score the same teach nothing: drop them and draw more prompts "
+                  "until each micro-batch has P groups with a reward spread. Use it when many groups are flat "
+                  "(Monitor's 'no reward spread' chart); it costs extra generation.", "bool"),
+        FormField("grpo.max_sampling_draws", "Draws per micro-batch (max)",
+                  "With dynamic sampling: how many times to sample prompts for one micro-batch at most, the "
+                  "first draw included; then the step goes on with what it found.", "int"),
     ],
     "GRPO variants": [
         FormField("grpo.importance_sampling_level", "Importance ratio",

@@ -181,6 +181,16 @@ def clip_chart(metrics: pd.DataFrame) -> go.Figure:
                                                "clip_ratio/region": "region"})
 
 
+def signal_chart(metrics: pd.DataFrame) -> go.Figure:
+    """The share of groups with no reward spread (no learning signal) among those trained on, and,
+    with dynamic sampling, the share of sampled groups it dropped for that reason."""
+    shown = metrics.copy()
+    if _has(shown, "dynamic_sampling/dropped_groups", "dynamic_sampling/sampled_groups"):
+        shown["dropped_share"] = shown["dynamic_sampling/dropped_groups"] / shown["dynamic_sampling/sampled_groups"]
+    return lines_chart(shown, "Groups with no reward spread (share)", {
+        "frac_reward_zero_std": "trained on", "dropped_share": "dropped by dynamic sampling"})
+
+
 def entropy_chart(metrics: pd.DataFrame) -> go.Figure:
     return lines_chart(metrics, "Entropy (nats per token)", {"entropy": "entropy"})
 
@@ -216,6 +226,7 @@ def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame) -> dict[st
         "kl": kl_chart(shown),
         "loss": loss_chart(shown),
         "clip": clip_chart(shown),
+        "signal": signal_chart(shown),
         "entropy": entropy_chart(shown),
         "length": completion_length_chart(shown),
         "time": step_time_chart(shown),

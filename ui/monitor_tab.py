@@ -46,7 +46,7 @@ def build(runs_root: Path) -> MonitorTab:
     plots = {}
     layout = [
         ("reward", "functions", "groups"),
-        ("kl", "loss", "clip"),
+        ("kl", "loss", "clip", "signal"),
         ("entropy", "length", "time", "speed"),
     ]
     for row in layout:

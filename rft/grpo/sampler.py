@@ -34,6 +34,38 @@ class Rollout:
     def completion_lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
 
+    def select_groups(self, groups: list[int]) -> Rollout:
+        """The rollout of these prompt groups only, in this order."""
+        rows = torch.tensor([g * self.group_size + i for g in groups for i in range(self.group_size)], dtype=torch.long)
+        index = torch.tensor(groups, dtype=torch.long)
+        return Rollout(self.prompt_ids[index], self.prompt_mask[index], self.group_size, self.completion_ids[rows],
+                       self.completion_mask[rows], [self.completions[r] for r in rows.tolist()], self.truncated[rows],
+                       self.generate_seconds)
+
+    @staticmethod
+    def concatenate(rollouts: list[Rollout], pad_id: int) -> Rollout:
+        """Several rollouts as one: prompts padded on the left to the widest, completions on the right
+        to the longest (the masks skip the padding; positions come from the masks)."""
+        prompt_width = max(r.prompt_ids.shape[1] for r in rollouts)
+        completion_width = max(r.completion_ids.shape[1] for r in rollouts)
+
+        def left(t, value):
+            return torch.nn.functional.pad(t, (prompt_width - t.shape[1], 0), value=value)
+
+        def right(t, value):
+            return torch.nn.functional.pad(t, (0, completion_width - t.shape[1]), value=value)
+
+        return Rollout(
+            torch.cat([left(r.prompt_ids, pad_id) for r in rollouts]),
+            torch.cat([left(r.prompt_mask, 0) for r in rollouts]),
+            rollouts[0].group_size,
+            torch.cat([right(r.completion_ids, pad_id) for r in rollouts]),
+            torch.cat([right(r.completion_mask, 0.0) for r in rollouts]),
+            [c for r in rollouts for c in r.completions],
+            torch.cat([r.truncated for r in rollouts]),
+            sum(r.generate_seconds for r in rollouts),
+        )
+
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """1 up to and including the first EOS, 0 after it; and which rows never produced an EOS."""

@@ -58,9 +58,31 @@ class MicroBatch:
     logp_old: torch.Tensor | None  # [B, Lc]; None when num_iterations == 1 (rho = 1)
     logp_ref: torch.Tensor | None  # [B, Lc]; None when beta == 0
     loss_mask: torch.Tensor  # [B, Lc]: completion mask, minus masked truncated and unscorable completions
+    groups_sampled: int = 0  # prompt groups sampled for it, those dynamic sampling dropped included
     # Set by assign_advantages: batch scaling needs every micro-batch of the step scored first.
     advantages: torch.Tensor | None = None  # [B]
     zero_std_groups: torch.Tensor | None = None  # [P] bool
+
+
+@dataclass
+class Draw:
+    """Prompts, their sampled groups and every function's scores, before the update needs more."""
+
+    prompts: list[PromptRecord]
+    rollout: Rollout
+    rewards: dict[str, list[float]]  # per function, NaN = missing
+    total: torch.Tensor  # [B]
+
+    def select_groups(self, groups: list[int], group_size: int) -> Draw:
+        rows = [g * group_size + i for g in groups for i in range(group_size)]
+        return Draw([self.prompts[g] for g in groups], self.rollout.select_groups(groups),
+                    {name: [values[r] for r in rows] for name, values in self.rewards.items()}, self.total[rows])
+
+    @staticmethod
+    def concatenate(draws: list[Draw], pad_id: int) -> Draw:
+        return Draw([p for d in draws for p in d.prompts], Rollout.concatenate([d.rollout for d in draws], pad_id),
+                    {name: [v for d in draws for v in d.rewards[name]] for name in draws[0].rewards},
+                    torch.cat([d.total for d in draws]))
 
 
 @dataclass
@@ -309,24 +331,11 @@ class Trainer:
 
     def rollout_and_score(self, step: int, micro: int, timings: dict) -> MicroBatch:
         cfg = self.config
-        prompts = self.prompts_for(step, micro)
-        self.model.eval()
-        rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], cfg.sampling)
-        timings["generate"] += rollout.generate_seconds
-        fault_point("generate", step)
-
-        started = time.perf_counter()
-        group = cfg.sampling.num_generations
-        expanded = [p for p in prompts for _ in range(group)]
-        completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
-        scores = self.rewards.score([p.text for p in expanded], rollout.completions, [p.example for p in expanded],
-                                    completion_ids)
-        for name, text in scores.logs:
-            self.writer.log(f"[reward {name}] {text}", step)
-        for name, errors in scores.errors.items():
-            self.writer.log(f"[reward {name}] {errors.count} completion(s) scored as missing: {errors.first_message}", step)
-        total = grpo_loss.total_rewards(self.score_matrix(scores.per_function), self.weights)
-        timings["score"] += time.perf_counter() - started
+        first = self.sample_and_score(self.prompts_for(step, micro), step, timings)
+        draws, sampled = self.informative_draws(first, step, micro, timings) if cfg.grpo.dynamic_sampling \
+            else ([first], len(first.prompts))
+        draw = Draw.concatenate(draws, self.tokenizer.pad_token_id) if len(draws) > 1 else draws[0]
+        rollout = draw.rollout
 
         started = time.perf_counter()
         loss_mask = rollout.completion_mask.clone()
@@ -334,7 +343,7 @@ class Trainer:
             loss_mask[rollout.truncated] = 0.0
         # A completion no reward function could score teaches nothing, so it is out of the loss and
         # out of dapo's active-token count, not only given advantage 0.
-        loss_mask[total.isnan()] = 0.0
+        loss_mask[draw.total.isnan()] = 0.0
         # Generation stays outside autocast: with no weight gradients to cache casts for, it would
         # recast every weight at every token (about 5% slower on a 2-core CPU).
         with torch.no_grad(), models.training_autocast(self.device, cfg.model.dtype):
@@ -346,7 +355,56 @@ class Trainer:
                 with models.reference_policy(self.model):
                     logp_ref, _ = completion_logprobs(self.model, rollout, cfg.sampling.temperature)
         timings["train"] += time.perf_counter() - started
-        return MicroBatch(prompts, rollout, scores.per_function, total, logp_old, logp_ref, loss_mask)
+        return MicroBatch(draw.prompts, rollout, draw.rewards, draw.total, logp_old, logp_ref, loss_mask,
+                          groups_sampled=sampled)
+
+    def sample_and_score(self, prompts: list[PromptRecord], step: int, timings: dict) -> Draw:
+        """A group of completions for each prompt, and every reward function's scores of them."""
+        self.model.eval()
+        rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], self.config.sampling)
+        timings["generate"] += rollout.generate_seconds
+        fault_point("generate", step)
+
+        started = time.perf_counter()
+        group = self.config.sampling.num_generations
+        expanded = [p for p in prompts for _ in range(group)]
+        completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
+        scores = self.rewards.score([p.text for p in expanded], rollout.completions, [p.example for p in expanded],
+                                    completion_ids)
+        for name, text in scores.logs:
+            self.writer.log(f"[reward {name}] {text}", step)
+        for name, errors in scores.errors.items():
+            self.writer.log(f"[reward {name}] {errors.count} completion(s) scored as missing: {errors.first_message}", step)
+        total = grpo_loss.total_rewards(self.score_matrix(scores.per_function), self.weights)
+        timings["score"] += time.perf_counter() - started
+        return Draw(prompts, rollout, scores.per_function, total)
+
+    def informative_draws(self, first: Draw, step: int, micro: int, timings: dict) -> tuple[list[Draw], int]:
+        """DAPO's dynamic sampling: the groups whose rewards have no spread (no learning signal) are
+        dropped, and more prompts are drawn until the micro-batch has `prompts_per_step` informative
+        groups, or `max_sampling_draws` draws were made. If no draw had any, the first one is kept
+        as it is (its advantages are all zero). Returns the kept draws and how many groups were sampled."""
+        wanted, group = self.config.optim.prompts_per_step, self.config.sampling.num_generations
+        kept, found, sampled, draw = [], 0, 0, first
+        for number in range(1, self.config.grpo.max_sampling_draws + 1):
+            if number > 1:
+                draw = self.sample_and_score(self.extra_prompts(step, micro, number), step, timings)
+            sampled += len(draw.prompts)
+            flat = grpo_loss.group_advantages(draw.total, group, "group")[1]
+            informative = [g for g in range(len(draw.prompts)) if not flat[g]][: wanted - found]
+            if informative:
+                kept.append(draw.select_groups(informative, group))
+                found += len(informative)
+            if found == wanted:
+                break
+        return kept or [first], sampled
+
+    def extra_prompts(self, step: int, micro: int, draw: int) -> list[PromptRecord]:
+        """The prompts of a further draw: seeded by the step, micro-batch, draw and process, so a
+        resumed run draws the same ones."""
+        size = min(self.config.optim.prompts_per_step, len(self.prompts))
+        rng = np.random.default_rng([self.config.schedule.seed, step, micro, draw, self.processes.rank])
+        return [self.prompts[i] for i in rng.choice(len(self.prompts), size=size, replace=False)]
 
     def assign_advantages(self, batches: list[MicroBatch]) -> None:
         """The group-relative advantages of the step's micro-batches, once all of them are scored:
@@ -450,6 +508,7 @@ class Trainer:
             "advantages/min": float(advantages.min()),
             "advantages/max": float(advantages.max()),
             "frac_reward_zero_std": float(np.mean(outcome.zero_std_groups)),
+            **self.dynamic_sampling_metrics(stats, len(groups)),
             "loss": mean(stats["loss"]),
             "kl": mean(stats["kl"]),
             "entropy": mean(stats["entropy"]),
@@ -472,6 +531,12 @@ class Trainer:
             "elapsed_s": time.time() - self.started_at,
         })
         return row
+
+    def dynamic_sampling_metrics(self, stats: dict, groups_kept: int) -> dict:
+        if not self.config.grpo.dynamic_sampling:
+            return {}
+        sampled = int(sum(stats["groups_sampled"]))
+        return {"dynamic_sampling/sampled_groups": sampled, "dynamic_sampling/dropped_groups": sampled - groups_kept}
 
     def rollout_records(self, batches: list[MicroBatch]) -> list[dict]:
         group = self.config.sampling.num_generations
@@ -576,6 +641,7 @@ class Trainer:
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
             self.assign_advantages(batches)
             stats = self.optimise(batches, timings)
+            stats["groups_sampled"] = [batch.groups_sampled for batch in batches]
             fault_point("optimizer", step)
             outcomes = self.processes.gather_at_main(StepOutcome(
                 self.rollout_records(batches), [bool(flag) for b in batches for flag in b.zero_std_groups], stats,
