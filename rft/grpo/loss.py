@@ -160,7 +160,7 @@ def clipped_surrogate(
 
     rho: [B, T] per token, or [B, 1] per sequence. delta (two-sided clipping, INTELLECT-2; None:
     off) caps the unclipped ratio too: with A < 0 the min picks rho A, which is otherwise unbounded
-    below as rho grows. Returns (objective [B, T], clipped_low, clipped_high): a token is clipped
+    below as rho grows. Returns (objective, clipped_low, clipped_high), shaped like rho A: a token is clipped
     low when rho < 1 - eps_low with A < 0, high when rho > 1 + eps_high with A > 0 (where the min
     picks the clipped term and the gradient stops).
     """
