@@ -1,4 +1,4 @@
-"""Command line: python -m rft train | resume | runs | export | eval."""
+"""Command line: python -m rft train | resume | runs | export | eval | sweep."""
 
 from __future__ import annotations
 
@@ -72,6 +72,21 @@ def _export(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from rft.config import RunConfig
+    from rft.presets import preset_config
+    from rft.runs import default_runs_root
+    from rft.sweep import parse_grid, run_sweep
+
+    config = RunConfig.load(args.config) if args.config else preset_config(args.preset)
+    if args.set:
+        config = config.with_overrides(args.set)
+    name = args.name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_sweep(config, parse_grid(args.grid or []), args.runs_root or default_runs_root(), name, args.eval_count,
+              args.eval_seed, args.eval_max_new_tokens, progress=not args.no_progress)
+    return 0
+
+
 EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate"}
 
 
@@ -120,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=tuple(MERGED_DTYPES), default="fp32",
                         help="the merged model's weights (default fp32; bf16 is half the size)")
     export.set_defaults(handler=_export)
+
+    sweep = commands.add_parser("sweep", help="train one run per point of a grid, evaluate each on held-out items")
+    sweep.add_argument("--config", help="the config every run starts from (default: --preset's)")
+    sweep.add_argument("--preset", default="arithmetic", help="a built-in recipe when no --config is given")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field in every run")
+    sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                       help="a field and its values; several --grid give every combination")
+    sweep.add_argument("--name", help="the sweep's name (its runs' names start with it)")
+    sweep.add_argument("--runs-root", help="where the runs go (default: ./runs or $RFT_RUNS_DIR)")
+    sweep.add_argument("--eval-count", type=int, default=100, help="held-out problems or games per evaluation")
+    sweep.add_argument("--eval-seed", type=int, default=0, help="which held-out items (the same for every run)")
+    sweep.add_argument("--eval-max-new-tokens", type=int, help="generation limit in evaluation (task default)")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(handler=_sweep)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a task: wordle or arithmetic (see: python -m rft eval wordle -h)", add_help=False)
     evaluate.add_argument("task")

@@ -22,17 +22,18 @@ DEFAULT_COUNT = 3  # games or problems: CPU generation is slow, a Wordle game ta
 @dataclass(frozen=True)
 class Task:
     unit: str  # what `count` counts, for the UI
-    evaluate: Callable  # (model, tokenizer, count, seed) -> summary dict
+    evaluate: Callable  # (model, tokenizer, count, seed, max_new_tokens=None) -> summary dict
     report: Callable[[dict], str]
 
 
-def _wordle(model, tokenizer, count: int, seed: int) -> dict:
+def _wordle(model, tokenizer, count: int, seed: int, max_new_tokens: int | None = None) -> dict:
     import torch
 
     from rft.wordle.evaluate import evaluate, evaluation_secrets
 
     torch.manual_seed(seed)  # the games sample their guesses: the same seed, the same games, as in the CLI
-    return evaluate(model, tokenizer, evaluation_secrets(count, seed))
+    limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    return evaluate(model, tokenizer, evaluation_secrets(count, seed), **limit)
 
 
 def _wordle_report(summary: dict) -> str:
@@ -41,10 +42,11 @@ def _wordle_report(summary: dict) -> str:
     return format_report(summary)
 
 
-def _arithmetic(model, tokenizer, count: int, seed: int) -> dict:
+def _arithmetic(model, tokenizer, count: int, seed: int, max_new_tokens: int | None = None) -> dict:
     from rft.arithmetic.evaluate import evaluate, evaluation_problems
 
-    return evaluate(model, tokenizer, evaluation_problems(count, seed))
+    limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    return evaluate(model, tokenizer, evaluation_problems(count, seed), **limit)
 
 
 def _arithmetic_report(summary: dict) -> str:

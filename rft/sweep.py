@@ -1,0 +1,137 @@
+"""A sweep: one run per point of a small grid of config values, each evaluated on held-out items.
+
+    python -m rft sweep --preset arithmetic --grid grpo.beta=0,0.04 --grid optim.learning_rate=5e-5,1e-4 \
+        --set schedule.max_steps=40 --eval-count 500
+
+Runs train one after the other (each gets the machine's cores), into the runs directory under
+names that start with the sweep's name, so the Runs tab lists them together. Each run's last
+checkpoint, and the model it started from, are evaluated by the task's evaluator on the same
+held-out items; the table gives each headline rate with its 95% Wilson interval, and is written
+next to the runs as <name>.sweep.json and <name>.sweep.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rft.config import ConfigError, RunConfig
+
+Z_95 = 1.959964
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    overrides: dict[str, object]  # dotted field -> value
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.overrides.items()) or "(the config as it is)"
+
+    @property
+    def slug(self) -> str:
+        parts = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in self.overrides.items()]
+        return "-".join(parts).replace("/", "_") or "base"
+
+
+def parse_grid(assignments: list[str]) -> list[SweepPoint]:
+    """`field=v1,v2` strings -> every combination of their values (values parsed as YAML)."""
+    axes = []
+    problems = []
+    for assignment in assignments:
+        key, sep, values = assignment.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            problems.append(f"--grid {assignment!r}: expected section.key=value1,value2")
+            continue
+        axes.append([(key.strip(), yaml.safe_load(value)) for value in values.split(",")])
+    if problems:
+        raise ConfigError(problems)
+    return [SweepPoint(dict(combination)) for combination in itertools.product(*axes)]
+
+
+def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (sound at 0 and at few trials, unlike the normal one)."""
+    if trials == 0:
+        return math.nan, math.nan
+    rate = successes / trials
+    margin = Z_95 * math.sqrt(rate * (1 - rate) / trials + Z_95**2 / (4 * trials**2))
+    centre = rate + Z_95**2 / (2 * trials)
+    scale = 1 + Z_95**2 / trials
+    return (centre - margin) / scale, (centre + margin) / scale
+
+
+def headline(task: str, summary: dict) -> tuple[str, int, int]:
+    """The rate a task's evaluation is judged by: (name, successes, trials)."""
+    if task == "arithmetic":
+        return "accuracy", summary["correct"], summary["problems"]
+    turns = [turn for game in summary["details"] for turn in game["turns"]]
+    return "valid guesses", sum(not turn["invalid"] for turn in turns), len(turns)
+
+
+def run_sweep(base: RunConfig, points: list[SweepPoint], runs_root: str | Path, name: str, eval_count: int,
+              eval_seed: int = 0, eval_max_new_tokens: int | None = None, progress: bool = True) -> dict:
+    """Train and evaluate every point; returns the sweep's record (also written next to the runs)."""
+    from rft.evaluation import BASE_CHOICE, SFT_CHOICE, TASKS, checkpoint_choices
+    from rft.grpo.trainer import train
+    from rft.runs import new_run_id, run_dir_for
+
+    task = base.data.preset if not base.data.path else None
+    if task not in TASKS:
+        raise ConfigError([f"data: a sweep evaluates on a task's held-out items; only the "
+                           f"{', '.join(TASKS)} presets have an evaluator"])
+    configs = [base.with_overrides([f"{key}={json.dumps(value)}" for key, value in point.overrides.items()])
+               for point in points]
+    for config in configs:
+        config.validate()
+
+    rows = []
+    for index, (point, config) in enumerate(zip(points, configs), start=1):
+        config.name = f"{name}-{index}-{point.slug}"
+        run_dir = run_dir_for(runs_root, new_run_id(config.name))
+        started = time.perf_counter()
+        train(config, run_dir, progress=progress)
+        trained_s = time.perf_counter() - started
+        if index == 1:  # what the runs start from: the base model, or the warm start
+            rows.append(_evaluated_row("start", SFT_CHOICE if config.sft.enabled else BASE_CHOICE, run_dir, task,
+                                       eval_count, eval_seed, eval_max_new_tokens))
+        final = checkpoint_choices(run_dir)[-1]
+        row = _evaluated_row(point.label, final, run_dir, task, eval_count, eval_seed, eval_max_new_tokens)
+        row.update(run=run_dir.name, train_seconds=round(trained_s, 1))
+        rows.append(row)
+        if progress:
+            print(format_table(rows), flush=True)
+    record = {"name": name, "task": task, "eval_count": eval_count, "eval_seed": eval_seed, "rows": rows}
+    Path(runs_root).mkdir(parents=True, exist_ok=True)
+    (Path(runs_root) / f"{name}.sweep.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    (Path(runs_root) / f"{name}.sweep.md").write_text(format_table(rows) + "\n", encoding="utf-8")
+    return record
+
+
+def _evaluated_row(label: str, choice: str, run_dir: Path, task: str, count: int, seed: int,
+                   max_new_tokens: int | None) -> dict:
+    from rft.evaluation import TASKS, adapter_for
+    from rft.models import load_for_inference
+    from rft.runs import read_config
+
+    adapter = adapter_for(run_dir, choice)
+    model, tokenizer = load_for_inference(read_config(run_dir).model.name_or_path,
+                                          adapter=str(adapter) if adapter else None)
+    summary = TASKS[task].evaluate(model, tokenizer, count, seed, max_new_tokens)
+    metric, successes, trials = headline(task, summary)
+    low, high = wilson_interval(successes, trials)
+    return {"point": label, "checkpoint": choice, "metric": metric, "successes": successes, "trials": trials,
+            "rate": successes / trials if trials else math.nan, "low": low, "high": high}
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| point | checkpoint | metric | rate | 95% interval | n |", "|---|---|---|---:|---|---:|"]
+    for row in rows:
+        lines.append(f"| {row['point']} | {row['checkpoint']} | {row['metric']} | {row['rate']:.1%} | "
+                     f"{row['low']:.1%} to {row['high']:.1%} | {row['trials']} |")
+    return "\n".join(lines)
