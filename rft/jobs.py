@@ -133,7 +133,9 @@ def _spawn_trainer(run_dir: Path, resume: bool) -> int:
     command = [sys.executable, "-m", "rft", "resume" if resume else "train", "--no-progress"]
     command += [str(run_dir)] if resume else ["--config", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
     log = open(run_dir / "logs.txt", "a", encoding="utf-8")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # logs.txt is read by people: no progress bars redrawn line by line, no libraries' deprecation notices.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+               PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning")
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True, env=env,

@@ -113,6 +113,22 @@ def reward_function_names(metrics: pd.DataFrame) -> list[str]:
     return [c[len("rewards/"):-len("/mean")] for c in metrics.columns if c.startswith("rewards/") and c.endswith("/mean")]
 
 
+NO_SIGNAL_STEPS = 3  # consecutive steps whose groups all lack a reward spread before a warning
+NO_SIGNAL_ADVICE = ("Give partial credit in the reward code, raise the temperature or the completions per prompt, "
+                    "or turn on dynamic sampling.")
+
+
+def no_signal_warning(metrics: pd.DataFrame) -> str | None:
+    """A warning when the latest NO_SIGNAL_STEPS steps had no group with a reward spread: every
+    advantage was zero, so the rewards taught the policy nothing."""
+    if "frac_reward_zero_std" not in metrics or len(metrics) < NO_SIGNAL_STEPS:
+        return None
+    if not (metrics["frac_reward_zero_std"].tail(NO_SIGNAL_STEPS) == 1.0).all():
+        return None
+    return (f"No learning signal: in each of the last {NO_SIGNAL_STEPS} steps every completion of a group got the "
+            f"same reward, so every advantage was zero. {NO_SIGNAL_ADVICE}")
+
+
 def reward_version_changes(metrics: pd.DataFrame) -> list[tuple[int, int]]:
     """(step, version) for each step whose reward code differs from the step before: the edits
     applied to a running job (rft.rewards.versions), which every chart marks."""

@@ -1,6 +1,8 @@
 """DAPO's dynamic sampling: groups with no reward spread are dropped and more prompts drawn, counted
 in the metrics; and the rollout pieces it is built from (select groups, concatenate)."""
 
+import json
+
 import pytest
 import torch
 
@@ -47,7 +49,7 @@ def test_selected_groups_of_two_rollouts_concatenate_with_padding():
 
 @pytest.mark.slow
 def test_dynamic_sampling_keeps_only_groups_with_a_reward_spread(tmp_path, tiny_model_dir, prompts_file):  # noqa: F811
-    settings = [f"rewards.source={ONLY_T0_VARIES!r}", "optim.prompts_per_step=2", "schedule.max_steps=3",
+    settings = [f"rewards.source={json.dumps(ONLY_T0_VARIES)}", "optim.prompts_per_step=2", "schedule.max_steps=3",
                 "sampling.max_completion_length=12"]
     plain = train(tiny_config(tiny_model_dir, prompts_file, set=settings), tmp_path / "plain", progress=False)
     dynamic = train(tiny_config(tiny_model_dir, prompts_file,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rft.monitoring import change_signature, run_progress
+from rft.monitoring import change_signature, no_signal_warning, run_progress
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status, tail_logs
 from ui import charts
 from ui.common import missing_run_notice, resolve_run, run_picker_update, state_badge
@@ -101,6 +101,8 @@ def progress_html(run_id: str, state: str, status: dict, metrics) -> str:
     reward = status.get("last_reward")
     reward_text = f" · last reward <b>{reward:.3f}</b>" if isinstance(reward, (int, float)) else ""
     error = f'<div class="notice notice-error">{html.escape(progress.error)}</div>' if progress.error else ""
+    warning = no_signal_warning(metrics) if len(metrics) else None
+    error += f'<div class="notice notice-warn">{html.escape(warning)}</div>' if warning else ""
     return (
         f'<div class="progress-line">{state_badge(state)} <b>{html.escape(run_id)}</b> · '
         f'{html.escape(progress.describe())}{reward_text}</div>'

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -31,7 +32,8 @@ from rft.grpo import loss as grpo_loss
 from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
 from rft.rewards import RewardCodeError, RewardRuntime
 from rft.rewards import versions as reward_versions
-from rft.runs import FollowerWriter, RunWriter, checkpoint_path, read_status, sft_adapter_path
+from rft.monitoring import NO_SIGNAL_ADVICE, NO_SIGNAL_STEPS, format_duration
+from rft.runs import FollowerWriter, RunWriter, checkpoint_path, read_metrics, read_status, sft_adapter_path
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 
@@ -168,6 +170,29 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig,
 
     name = "constant_with_warmup" if optim.lr_scheduler == "constant" else optim.lr_scheduler
     return get_scheduler(name, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
+
+
+def step_log_line(row: dict) -> str:
+    """One line per step in logs.txt: what a user of TRL's trainer expects to see scroll by."""
+    def number(key: str, digits: int = 3) -> str:
+        value = row.get(key)
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    flat = row.get("frac_reward_zero_std") or 0.0
+    return (f"reward {number('reward')} ± {number('reward_std')} · kl {number('kl', 4)} · loss {number('loss', 4)} · "
+            f"flat groups {flat:.0%} · length {number('completion_length/mean', 1)} · "
+            f"{number('time/step', 1)} s (generate {number('time/generate', 1)}, score {number('time/score', 1)}, "
+            f"train {number('time/train', 1)})")
+
+
+def run_summary(metrics: pd.DataFrame, seconds: float) -> str:
+    """The end-of-run line: how long, and how the reward moved from the first steps to the last."""
+    if metrics.empty:
+        return f"finished in {format_duration(seconds)}; no step was trained"
+    window = min(5, len(metrics))
+    first, last = metrics["reward"].head(window).mean(), metrics["reward"].tail(window).mean()
+    return (f"finished: {int(metrics['step'].iloc[-1])} steps in {format_duration(seconds)}; mean reward "
+            f"{first:.3f} over the first {window} step(s), {last:.3f} over the last {window}")
 
 
 def seed_everything(seed: int) -> None:
@@ -532,6 +557,15 @@ class Trainer:
         })
         return row
 
+    def warn_if_no_signal(self, row: dict, step: int) -> None:
+        """Warn once per streak of NO_SIGNAL_STEPS steps in which no group had a reward spread: every
+        advantage was zero and the policy learnt nothing from the rewards."""
+        self.flat_steps = self.flat_steps + 1 if row["frac_reward_zero_std"] == 1.0 else 0
+        if self.flat_steps == NO_SIGNAL_STEPS:
+            self.writer.log(
+                f"warning: in the last {NO_SIGNAL_STEPS} steps every completion of each group got the same reward, "
+                f"so no advantage was non-zero and nothing was learnt from the rewards. {NO_SIGNAL_ADVICE}", step)
+
     def dynamic_sampling_metrics(self, stats: dict, groups_kept: int) -> dict:
         if not self.config.grpo.dynamic_sampling:
             return {}
@@ -623,6 +657,7 @@ class Trainer:
             self.writer.set_status("failed", error=f"{type(exc).__name__}: {exc}", phase=None)
             raise
         else:
+            self.writer.log(run_summary(read_metrics(self.run_dir), time.time() - self.started_at))
             self.writer.set_status("finished", phase=None)
         finally:
             if hasattr(self, "rewards"):
@@ -633,6 +668,7 @@ class Trainer:
         main = self.processes.is_main
         bar = tqdm(total=self.max_steps, initial=start, disable=not (progress and main), unit="step", dynamic_ncols=True)
         last_saved = start
+        self.flat_steps = 0
         self.writer.take_lines()  # a follower's set-up lines repeat the main process's
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
@@ -655,6 +691,8 @@ class Trainer:
                 self.writer.append_rollouts(step, outcome.groups)
                 fault_point("metrics", step)
                 self.writer.append_metrics(row)
+                self.writer.log(step_log_line(row), step)
+                self.warn_if_no_signal(row, step)
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['time/step']:.1f}")
             self.step = step
