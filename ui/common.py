@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from rft.runs import list_runs, run_dir_for
 
@@ -67,3 +69,22 @@ STATE_CLASSES = {
 
 def state_badge(state: str) -> str:
     return f'<span class="state {STATE_CLASSES.get(state, "state-idle")}">{html.escape(state)}</span>'
+
+
+TEXT_COLUMN_WIDTHS_PX = {"#": 40, "prompt": 130, "completion": 170, "error": 200}
+
+
+def score_table(frame: pd.DataFrame) -> dict:
+    """A table of reward scores with a width for every column. Left to measure itself, Gradio gives
+    the wrapped text columns all the room and squeezes each score column to ~35 px, its name one
+    letter a line. Here a score column has room for its name on up to three lines and the number
+    under it, so the Train tab's scores (three functions) fit its 690 px panel and Compare's fit
+    half the page; a table wider than its panel scrolls sideways."""
+    widths = [TEXT_COLUMN_WIDTHS_PX.get(column) or _score_column_width(str(column)) for column in frame.columns]
+    return gr.update(value=frame, column_widths=[f"{width}px" for width in widths])
+
+
+def _score_column_width(name: str) -> int:
+    # A third of the name at ~10 px a (bold monospace) character, plus the cell's padding and menu
+    # button; at least room for "total" on one line.
+    return min(140, max(76, math.ceil(len(name) / 3) * 10 + 32))

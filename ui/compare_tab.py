@@ -30,7 +30,7 @@ from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy
 from rft.rewards import RewardCodeError
 from rft.runs import read_config
-from ui.common import missing_run_notice, notice, resolve_run, run_picker_update
+from ui.common import missing_run_notice, notice, resolve_run, run_picker_update, score_table
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
 
 EMPTY_SIDE = pd.DataFrame(columns=["#", "completion", "total"])
@@ -68,10 +68,12 @@ def build(runs_root: Path) -> CompareTab:
     with gr.Row(equal_height=False):
         with gr.Column():
             summary_a = gr.HTML(elem_id="compare-summary-a")
-            table_a = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420, elem_id="compare-table-a")
+            table_a = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420, elem_id="compare-table-a",
+                                   elem_classes="score-table")
         with gr.Column():
             summary_b = gr.HTML(elem_id="compare-summary-b")
-            table_b = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420, elem_id="compare-table-b")
+            table_b = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420, elem_id="compare-table-b",
+                                   elem_classes="score-table")
 
     gr.Markdown("### One run, same prompt, two training steps (from its rollouts; nothing generated)",
                 elem_classes="section-title")
@@ -85,10 +87,12 @@ def build(runs_root: Path) -> CompareTab:
     with gr.Row(equal_height=False):
         with gr.Column():
             steps_summary_a = gr.HTML(elem_id="compare-steps-summary-a")
-            steps_table_a = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420)
+            steps_table_a = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420,
+                                         elem_id="compare-steps-table-a", elem_classes="score-table")
         with gr.Column():
             steps_summary_b = gr.HTML(elem_id="compare-steps-summary-b")
-            steps_table_b = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420)
+            steps_table_b = gr.Dataframe(EMPTY_SIDE, interactive=False, wrap=True, max_height=420,
+                                         elem_id="compare-steps-table-b", elem_classes="score-table")
 
     def load_pickers(run_id, key_a, key_b):
         run_update = run_picker_update(runs_root, run_id)
@@ -182,8 +186,8 @@ def empty_sides() -> tuple:
     return "", EMPTY_SIDE, "", EMPTY_SIDE
 
 
-def side_outputs(result: SideResult) -> tuple[str, pd.DataFrame]:
-    return side_summary(result), side_table(result)
+def side_outputs(result: SideResult) -> tuple[str, dict]:
+    return side_summary(result), score_table(side_table(result))
 
 
 def side_summary(result: SideResult) -> str:

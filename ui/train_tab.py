@@ -22,7 +22,7 @@ from rft.data import SUPPORTED_SUFFIXES, preset_names
 from rft.monitoring import run_progress
 from rft.rewards import versions as reward_versions
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status
-from ui.common import missing_run_notice, notice, problems_notice, resolve_run, state_badge
+from ui.common import missing_run_notice, notice, problems_notice, resolve_run, score_table, state_badge
 
 UPLOAD_CHOICE = "Uploaded file"
 DEFAULT_PRESET = "wordle"
@@ -130,7 +130,8 @@ def build(runs_root: Path) -> TrainTab:
                                 placeholder="Paste a completion; Try scores it against each preview row")
             try_message = gr.HTML(elem_id="try-message")
             try_result = gr.Dataframe(pd.DataFrame(columns=["prompt", "completion", "total", "error"]), label="Scores",
-                                      interactive=False, wrap=True, max_height=220, elem_id="try-result")
+                                      interactive=False, wrap=True, max_height=320, elem_id="try-result",
+                                      elem_classes="score-table")
 
     gr.Markdown("### Hyperparameters", elem_classes="section-title")
     field_inputs: dict[str, gr.components.Component] = {}
@@ -265,7 +266,7 @@ def build(runs_root: Path) -> TrainTab:
             frame, message, kind = form.try_rewards(code or "", weight_values, rows, data, completion or "", 10.0)
         except Exception as exc:  # the worker could not start, say: show it, keep the page alive
             return None, notice(f"Scoring failed: {type(exc).__name__}: {exc}", "error")
-        return frame, _code_notice(message, kind)
+        return score_table(frame), _code_notice(message, kind)
 
     def apply_to_job(code, table, run_id):
         """Send the edited reward code to the running job, which swaps it in at its next step; the
