@@ -49,32 +49,42 @@ def change_signature(run_dir: str | Path | None) -> tuple:
 @dataclass
 class Progress:
     state: str
-    step: int
+    step: int  # of the SFT warm start while it runs, else of GRPO
     max_steps: int
     elapsed_s: float | None
-    remaining_s: float | None
+    remaining_s: float | None  # of the current stage
     phase: str | None
     error: str | None
+    warm_start: bool = False  # step, max_steps and remaining_s are the SFT warm start's
 
     @property
     def fraction(self) -> float:
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
 
     def describe(self) -> str:
-        text = f"step {self.step} of {self.max_steps or '?'} · elapsed {format_duration(self.elapsed_s)}"
+        stage = "SFT warm start: " if self.warm_start else ""
+        text = f"{stage}step {self.step} of {self.max_steps or '?'} · elapsed {format_duration(self.elapsed_s)}"
         if self.state in ACTIVE_STATES:
-            text += f" · about {format_duration(self.remaining_s)} left" if self.remaining_s is not None else \
+            until = " until GRPO starts" if self.warm_start else ""
+            text += f" · about {format_duration(self.remaining_s)} left{until}" if self.remaining_s is not None else \
                 " · estimating time left"
-            if self.phase and self.phase != "training":
+            if self.phase and self.phase != "training" and not self.warm_start:
                 text += f" · {self.phase}"
         return text
 
 
-def run_progress(state: str, status: dict, metrics: pd.DataFrame, now: float | None = None) -> Progress:
-    """Where a run stands; the time left is the mean of recent step durations times the steps to go."""
+def run_progress(state: str, status: dict, metrics: pd.DataFrame, now: float | None = None,
+                 sft_metrics: pd.DataFrame | None = None) -> Progress:
+    """Where a run stands; the time left is the mean of recent step durations times the steps to go.
+    During the SFT warm start that is the warm start's steps (status.json's sft_step / sft_steps,
+    durations from `sft_metrics`). Elapsed is counted to `now` while the run is active, so it moves
+    on every render, not only when the trainer writes."""
     now = time.time() if now is None else now
-    step = int(status.get("step") or 0)
-    max_steps = int(status.get("max_steps") or 0)
+    warm_start = state in ACTIVE_STATES and status.get("phase") == "sft" and bool(status.get("sft_steps"))
+    if warm_start:
+        step, max_steps, step_times = int(status.get("sft_step") or 0), int(status["sft_steps"]), sft_metrics
+    else:
+        step, max_steps, step_times = int(status.get("step") or 0), int(status.get("max_steps") or 0), metrics
     started = status.get("started_at")
     if started is None:
         elapsed = None
@@ -83,11 +93,11 @@ def run_progress(state: str, status: dict, metrics: pd.DataFrame, now: float | N
     else:
         elapsed = (status.get("updated_at") or now) - started
     remaining = None
-    if state in ACTIVE_STATES and "time/step" in metrics and len(metrics):
-        recent = pd.to_numeric(metrics["time/step"], errors="coerce").dropna().tail(ETA_WINDOW)
+    if state in ACTIVE_STATES and step_times is not None and "time/step" in step_times and len(step_times):
+        recent = pd.to_numeric(step_times["time/step"], errors="coerce").dropna().tail(ETA_WINDOW)
         if len(recent):
             remaining = float(recent.mean()) * max(0, max_steps - step)
-    return Progress(state, step, max_steps, elapsed, remaining, status.get("phase"), status.get("error"))
+    return Progress(state, step, max_steps, elapsed, remaining, status.get("phase"), status.get("error"), warm_start)
 
 
 def downsample(frame: pd.DataFrame, max_points: int = DISPLAY_POINTS) -> pd.DataFrame:

@@ -202,6 +202,19 @@ def test_progress_estimates_time_left_from_recent_steps():
     assert finished.elapsed_s == 100 and finished.remaining_s is None and finished.fraction == 1.0
 
 
+def test_progress_during_the_sft_warm_start_counts_its_steps_and_time_left():
+    status = {"step": 0, "max_steps": 30, "started_at": 1000.0, "phase": "sft", "sft_step": 3, "sft_steps": 8}
+    sft_metrics = pd.DataFrame({"time/step": [9.0, 11.0, 10.0]}, index=[1, 2, 3])
+    progress = run_progress("running", status, pd.DataFrame(), now=1040.0, sft_metrics=sft_metrics)
+    assert (progress.step, progress.max_steps, progress.remaining_s) == (3, 8, pytest.approx(50.0))
+    assert progress.describe() == "SFT warm start: step 3 of 8 · elapsed 40s · about 50s left until GRPO starts"
+    # Elapsed is counted at render time: it moves on although the trainer wrote nothing since.
+    assert run_progress("running", status, pd.DataFrame(), now=1100.0, sft_metrics=sft_metrics).elapsed_s == 100
+    grpo = run_progress("running", dict(status, phase="training", step=2), pd.DataFrame(), now=1100.0,
+                        sft_metrics=sft_metrics)
+    assert grpo.describe().startswith("step 2 of 30") and not grpo.warm_start
+
+
 def test_downsample_keeps_long_runs_small_and_the_last_step_exact():
     steps = np.arange(1, 10_001)
     metrics = pd.DataFrame({"step": steps, "reward": steps / 10_000, "group_rewards": [[0.0]] * len(steps)},

@@ -73,15 +73,17 @@ def build(runs_root: Path) -> MonitorTab:
         signature = change_signature(run_dir)
         status = read_status(run_dir)
         state = effective_state(status)
-        if signature == last_signature and not force:
-            # Unchanged: redraw nothing; an ended run will not change again, so stop polling it.
-            keep_polling = state in ACTIVE_STATES
-            return (*[gr.skip()] * (len(outputs) - 1), gr.Timer(active=keep_polling))
         metrics, sft_metrics = read_metrics(run_dir), read_sft_metrics(run_dir)
+        progress_now = progress_html(run_id, state, status, metrics, sft_metrics)
+        if signature == last_signature and not force:
+            # Unchanged: only the progress line (its elapsed time moves on); an ended run will not
+            # change again, so stop polling it.
+            keep_polling = state in ACTIVE_STATES
+            return (progress_now, *[gr.skip()] * (len(outputs) - 2), gr.Timer(active=keep_polling))
         figures: dict = charts.monitor_figures(metrics, sft_metrics)
         figures["sft"] = gr.Plot(figures["sft"], visible=not sft_metrics.empty)
-        return (progress_html(run_id, state, status, metrics), *[figures[name] for name in plots],
-                tail_logs(run_dir, LOG_LINES), signature, gr.Timer(active=True))
+        return (progress_now, *[figures[name] for name in plots], tail_logs(run_dir, LOG_LINES), signature,
+                gr.Timer(active=True))
 
     def show_run(run_id):
         return run_picker_update(runs_root, run_id), gr.Timer(active=True)
@@ -95,8 +97,8 @@ def build(runs_root: Path) -> MonitorTab:
     return MonitorTab(show_run=show_run, show_run_outputs=[run, timer], on_load=(show_run, [run], [run, timer]))
 
 
-def progress_html(run_id: str, state: str, status: dict, metrics) -> str:
-    progress = run_progress(state, status, metrics)
+def progress_html(run_id: str, state: str, status: dict, metrics, sft_metrics=None) -> str:
+    progress = run_progress(state, status, metrics, sft_metrics=sft_metrics)
     percent = round(100 * progress.fraction, 1)
     reward = status.get("last_reward")
     reward_text = f" · last reward <b>{reward:.3f}</b>" if isinstance(reward, (int, float)) else ""

@@ -21,7 +21,7 @@ from rft.config import ConfigError, DataConfig, RunConfig
 from rft.data import SUPPORTED_SUFFIXES, preset_names
 from rft.monitoring import run_progress
 from rft.rewards import versions as reward_versions
-from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_status
+from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status
 from ui.common import missing_run_notice, notice, problems_notice, resolve_run, score_table, state_badge
 
 UPLOAD_CHOICE = "Uploaded file"
@@ -360,7 +360,9 @@ def build(runs_root: Path) -> TrainTab:
             return message, gr.Timer(active=False)
         status = read_status(run_dir)
         state = effective_state(status)
-        progress = run_progress(state, status, read_metrics(run_dir) if state in ACTIVE_STATES else pd.DataFrame())
+        active = state in ACTIVE_STATES
+        progress = run_progress(state, status, read_metrics(run_dir) if active else pd.DataFrame(),
+                                sft_metrics=read_sft_metrics(run_dir) if active else None)
         text = f"{state_badge(state)} <b>{run_id}</b> · {progress.describe()}"
         text += reward_edit_outcome(run_dir)
         if state == "failed" and progress.error:
