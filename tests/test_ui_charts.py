@@ -88,3 +88,12 @@ def test_a_constant_series_gets_a_readable_axis():
     metrics = pd.DataFrame({"tokens_per_second": [38.136434047406404, 38.13643404740641]}, index=[1, 2])
     low, high = charts.throughput_chart(metrics).layout.yaxis.range
     assert low < 38.13 < 38.14 < high
+
+
+def test_all_zero_charts_get_a_sensible_range_and_ratio_axes_stay_at_or_above_zero():
+    metrics = pd.DataFrame({"clip_ratio/low": [0.0, 0.0], "clip_ratio/high": [0.0, 0.0], "loss": [0.0, 0.0]},
+                           index=[1, 2])
+    assert list(charts.clip_chart(metrics).layout.yaxis.range) == [0, 1]
+    assert list(charts.loss_chart(metrics).layout.yaxis.range) == [-1, 1]
+    flat_clip = charts.clip_chart(pd.DataFrame({"clip_ratio/low": [0.02, 0.02]}, index=[1, 2]))
+    assert flat_clip.layout.yaxis.range[0] >= 0 and flat_clip.layout.yaxis.rangemode == "nonnegative"

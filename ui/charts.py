@@ -18,7 +18,9 @@ CHART_HEIGHT = 230
 GROUP_STEPS = 4  # recent steps whose groups the spread chart shows
 
 
-def _layout(figure: go.Figure, title: str, y_title: str = "", height: int = CHART_HEIGHT) -> go.Figure:
+def _layout(figure: go.Figure, title: str, y_title: str = "", height: int = CHART_HEIGHT,
+            nonnegative: bool = False) -> go.Figure:
+    """`nonnegative`: a quantity that cannot go below 0 (a ratio, a share, a speed), whose axis must not either."""
     figure.update_layout(
         title={"text": title, "x": 0.01, "y": 0.97, "font": {"size": 13}},
         height=height,
@@ -31,23 +33,30 @@ def _layout(figure: go.Figure, title: str, y_title: str = "", height: int = CHAR
         uirevision=title,  # keeps the user's zoom across live refreshes
     )
     figure.update_xaxes(title_text="step", title_standoff=2, title_font={"size": 10})
-    _widen_flat_axis(figure)
+    if nonnegative:
+        figure.update_yaxes(rangemode="nonnegative")
+    _widen_flat_axis(figure, nonnegative)
     return figure
 
 
-def _widen_flat_axis(figure: go.Figure) -> None:
+def _widen_flat_axis(figure: go.Figure, nonnegative: bool = False) -> None:
     """A constant series (averaging can leave float noise of 1e-15 on it) gets a readable y range;
-    plotly's own autorange on such a sliver draws a solid block with garbage ticks."""
+    plotly's own autorange on such a sliver draws a solid block with garbage ticks. All zeros (no
+    clipping yet, say) get 0 to 1, or -1 to 1, rather than a range of a few millionths."""
     values = np.concatenate([np.asarray(trace.y, dtype=float) for trace in figure.data if trace.y is not None]
                             or [np.array([])])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return
     low, high = float(values.min()), float(values.max())
-    scale = max(abs(low), abs(high), 1e-3)
+    if max(abs(low), abs(high)) < 1e-12:
+        figure.update_yaxes(range=[0 if nonnegative else -1, 1])
+        return
+    scale = max(abs(low), abs(high))
     if high - low < 1e-9 * scale:
         middle = (low + high) / 2
-        figure.update_yaxes(range=[middle - 0.1 * scale, middle + 0.1 * scale])
+        bottom = middle - 0.1 * scale
+        figure.update_yaxes(range=[max(0.0, bottom) if nonnegative else bottom, middle + 0.1 * scale])
 
 
 def empty_figure(title: str, message: str = "no data yet") -> go.Figure:
@@ -69,7 +78,8 @@ def _line(figure: go.Figure, metrics: pd.DataFrame, column: str, name: str, colo
                                     line={"color": color, "width": 1.8}, **extra))
 
 
-def lines_chart(metrics: pd.DataFrame, title: str, series: dict[str, str], y_title: str = "") -> go.Figure:
+def lines_chart(metrics: pd.DataFrame, title: str, series: dict[str, str], y_title: str = "",
+                nonnegative: bool = False) -> go.Figure:
     """One line per column (`series` maps column to legend name); the columns that exist are drawn."""
     present = {c: n for c, n in series.items() if _has(metrics, c)}
     if not present:
@@ -77,7 +87,7 @@ def lines_chart(metrics: pd.DataFrame, title: str, series: dict[str, str], y_tit
     figure = go.Figure()
     for i, (column, name) in enumerate(present.items()):
         _line(figure, metrics, column, name, PALETTE[i % len(PALETTE)])
-    return _layout(figure, title, y_title)
+    return _layout(figure, title, y_title, nonnegative=nonnegative)
 
 
 def reward_chart(metrics: pd.DataFrame) -> go.Figure:
@@ -178,7 +188,7 @@ def sft_loss_chart(sft_metrics: pd.DataFrame) -> go.Figure:
 
 def clip_chart(metrics: pd.DataFrame) -> go.Figure:
     return lines_chart(metrics, "Clip ratio", {"clip_ratio/low": "low", "clip_ratio/high": "high",
-                                               "clip_ratio/region": "region"})
+                                               "clip_ratio/region": "region"}, nonnegative=True)
 
 
 def signal_chart(metrics: pd.DataFrame) -> go.Figure:
@@ -188,15 +198,15 @@ def signal_chart(metrics: pd.DataFrame) -> go.Figure:
     if _has(shown, "dynamic_sampling/dropped_groups", "dynamic_sampling/sampled_groups"):
         shown["dropped_share"] = shown["dynamic_sampling/dropped_groups"] / shown["dynamic_sampling/sampled_groups"]
     return lines_chart(shown, "Groups with no reward spread (share)", {
-        "frac_reward_zero_std": "trained on", "dropped_share": "dropped by dynamic sampling"})
+        "frac_reward_zero_std": "trained on", "dropped_share": "dropped by dynamic sampling"}, nonnegative=True)
 
 
 def entropy_chart(metrics: pd.DataFrame) -> go.Figure:
-    return lines_chart(metrics, "Entropy (nats per token)", {"entropy": "entropy"})
+    return lines_chart(metrics, "Entropy (nats per token)", {"entropy": "entropy"}, nonnegative=True)
 
 
 def throughput_chart(metrics: pd.DataFrame) -> go.Figure:
-    return lines_chart(metrics, "Generation speed (tokens/s)", {"tokens_per_second": "tokens/s"})
+    return lines_chart(metrics, "Generation speed (tokens/s)", {"tokens_per_second": "tokens/s"}, nonnegative=True)
 
 
 def reward_overlay_chart(curves: dict[str, pd.Series]) -> go.Figure:
