@@ -138,6 +138,7 @@ def test_unscorable_completions_are_out_of_the_loss(tmp_path, tiny_model_dir, pr
     RunWriter(tmp_path / "run").create(config)
     trainer = Trainer(config, tmp_path / "run")
     trainer.setup()
+    trainer.start_rewards(0)
     try:
         batch = trainer.rollout_and_score(1, 0, {"generate": 0.0, "score": 0.0, "train": 0.0})
     finally:
