@@ -17,8 +17,9 @@ def test_the_step_line_and_the_summary():
     row = {"reward": 0.5, "reward_std": 0.25, "kl": 0.00123, "loss": None, "frac_reward_zero_std": 0.5,
            "completion_length/mean": 12.0, "time/step": 3.21, "time/generate": 2.0, "time/score": 0.01,
            "time/train": 1.2}
-    assert step_log_line(row) == ("reward 0.500 ± 0.250 · kl 0.0012 · loss - · flat groups 50% · length 12.0 · "
+    assert step_log_line(row) == ("reward 0.500 ± 0.250 · kl 0.00123 · loss - · flat groups 50% · length 12.0 · "
                                   "3.2 s (generate 2.0, score 0.0, train 1.2)")
+    assert "kl 6.5e-06 · loss -2.1e-07" in step_log_line({**row, "kl": 6.5e-6, "loss": -2.1e-7})
     metrics = pd.DataFrame({"step": range(1, 11), "reward": [0.0] * 5 + [1.0] * 5})
     assert run_summary(metrics, 125) == ("finished: 10 steps in 2m 05s; mean reward 0.000 over the first 5 "
                                          "step(s), 1.000 over the last 5")

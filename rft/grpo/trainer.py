@@ -174,15 +174,17 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig,
 
 def step_log_line(row: dict) -> str:
     """One line per step in logs.txt: what a user of TRL's trainer expects to see scroll by."""
-    def number(key: str, digits: int = 3) -> str:
+    def number(key: str, style: str = ".3f") -> str:
         value = row.get(key)
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{style}}"
 
     flat = row.get("frac_reward_zero_std") or 0.0
-    return (f"reward {number('reward')} ± {number('reward_std')} · kl {number('kl', 4)} · loss {number('loss', 4)} · "
-            f"flat groups {flat:.0%} · length {number('completion_length/mean', 1)} · "
-            f"{number('time/step', 1)} s (generate {number('time/generate', 1)}, score {number('time/score', 1)}, "
-            f"train {number('time/train', 1)})")
+    # KL and loss start near zero (1e-6 and below): significant digits, not decimals, show them moving.
+    return (f"reward {number('reward')} ± {number('reward_std')} · kl {number('kl', '.3g')} · "
+            f"loss {number('loss', '.3g')} · "
+            f"flat groups {flat:.0%} · length {number('completion_length/mean', '.1f')} · "
+            f"{number('time/step', '.1f')} s (generate {number('time/generate', '.1f')}, "
+            f"score {number('time/score', '.1f')}, train {number('time/train', '.1f')})")
 
 
 def run_summary(metrics: pd.DataFrame, seconds: float) -> str:
