@@ -51,6 +51,9 @@ def preflight(config: RunConfig) -> list[str]:
             problems.append(f"data.path: {exc}")
         else:
             problems.extend(_sft_problems(config, rows))
+            columns = {key for row in rows for key in data.example_of(row, config.data)}
+            problems.extend(f"rewards.source: {message}"
+                            for message in rewards.missing_example_keys(config.rewards.source, columns))
     elif config.data.preset and config.data.preset not in data.PRESETS:
         problems.append(f"data.preset: unknown preset {config.data.preset!r}")
     else:

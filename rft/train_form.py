@@ -344,6 +344,15 @@ def sample_completions(rows: list[dict], pasted: str) -> list[str]:
     return [str(row.get("completion", "")) for row in rows]
 
 
+def missing_key_warnings(source: str, rows: list[dict], data: DataConfig) -> list[str]:
+    """Reward functions that read `example` keys the dataset's rows do not have (none without rows)."""
+    from rft import rewards
+
+    if not rows:
+        return []
+    return rewards.missing_example_keys(source, {key for row in rows for key in datasets.example_of(row, data)})
+
+
 def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: DataConfig,
                 pasted: str, timeout_s: float) -> tuple[pd.DataFrame, str, str]:
     """Score sample completions of the preview rows with the reward code: a table, a message and
@@ -364,6 +373,9 @@ def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: 
     frame.insert(0, "prompt", [_shorten(p, 60) for p in prompts])
     frame.insert(1, "completion", [_shorten(c, 60) for c in completions])
     message = f"Scored {len(completions)} completion(s) in {scores.seconds:.2f} s."
+    key_warnings = missing_key_warnings(source, rows, data)
+    if key_warnings:
+        message += "\n" + "\n".join(key_warnings)
     if scores.errors:
         message += "\n" + "\n".join(
             f"{name} failed on {errors.count} of {len(completions)}: {errors.first_message.strip().splitlines()[-1]}"
@@ -372,7 +384,7 @@ def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: 
     printed = [f"{name}: {text.strip()}" for name, text in scores.logs if text.strip()]
     if printed:
         message += "\nPrinted:\n" + "\n".join(printed[:20])
-    return frame, message, "warn" if scores.errors else "ok"
+    return frame, message, "warn" if scores.errors or key_warnings else "ok"
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -244,14 +244,16 @@ def build(runs_root: Path) -> TrainTab:
         return (text + "\n\n\n" if text else "") + rewards.library_source(name), \
             notice(f"Inserted {name}; press Check to see every function.", "ok")
 
-    def check_code(code, table):
+    def check_code(code, table, rows, choice, stored, column):
         try:
             current = form.weights_from_table(table)
         except ValueError:
             current = {}
         result = rewards.check(code or "")
-        kind = "ok" if result.ok else "error"
-        text = result.message() or "No reward function found."
+        key_warnings = form.missing_key_warnings(code or "", rows, current_data_config(choice, stored, column)) \
+            if result.ok else []
+        kind = "error" if not result.ok else "warn" if key_warnings else "ok"
+        text = "\n".join([result.message() or "No reward function found.", *key_warnings])
         return _code_notice(text, kind), form.weights_table(result.functions, current)
 
     def try_code(code, table, rows, choice, stored, column, completion):
@@ -382,7 +384,8 @@ def build(runs_root: Path) -> TrainTab:
                          [preview, preview_rows, dataset_message, sft_enabled])
     load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
     insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
-    check.click(check_code, [reward_code, weights], [check_message, weights])
+    check.click(check_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column],
+                [check_message, weights])
     apply_button.click(apply_to_job, [reward_code, weights, current_run], [check_message, weights]) \
         .then(show_job, current_run, [job_status, timer])
     try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,
@@ -397,7 +400,8 @@ def build(runs_root: Path) -> TrainTab:
     timer.tick(show_job, current_run, [job_status, timer], show_progress="hidden")
 
     def on_load(choice, stored, column, code, table):
-        return (reattach(), *refresh_preview(choice, stored, column), *check_code(code, table))
+        frame, rows, message = refresh_preview(choice, stored, column)
+        return reattach(), frame, rows, message, *check_code(code, table, rows, choice, stored, column)
 
     return TrainTab(
         current_run=current_run,

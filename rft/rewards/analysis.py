@@ -152,3 +152,32 @@ def _describe_syntax_error(exc: SyntaxError, source: str) -> str:
 def _bullet(text: str) -> str:
     first, *rest = text.splitlines()
     return "\n".join([f"- {first}", *(f"  {line}" for line in rest)])
+
+
+def missing_example_keys(source: str, columns: set[str]) -> list[str]:
+    """One message per reward function that reads `example["key"]` for a key the dataset lacks.
+
+    Such a function raises KeyError on every completion, so the run would score nothing with it:
+    the mistake of keeping one task's reward code after switching to another dataset. Keys read
+    with `example.get(...)` are optional by the code's own choice and are not reported."""
+    try:
+        tree = parse_reward_code(source)
+    except RewardCodeError:
+        return []
+    messages = []
+    for function in tree.body:
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if "example" not in [argument.arg for argument in function.args.args]:
+            continue
+        read = {node.slice.value for node in ast.walk(function)
+                if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "example"
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)}
+        missing = sorted(read - columns)
+        if missing:
+            keys = ", ".join(f"example[{key!r}]" for key in missing)
+            have = ", ".join(sorted(columns)) or "none besides the prompt"
+            messages.append(f"{function.name} reads {keys}, which this dataset does not have (its columns: {have}); "
+                            "every call would fail. Use reward code written for this dataset (a built-in dataset's "
+                            "recipe, or your own).")
+    return messages

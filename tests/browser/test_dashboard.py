@@ -80,6 +80,12 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     assert not page.locator("#load-recipe").is_visible()  # an uploaded file has no recipe
     assert "Say a word like apple." in page.locator("#dataset-preview").inner_text()
 
+    # Reward code written for another dataset: Check says which key this one lacks.
+    set_code(page, "def needs_secret(prompt, completion, example):\n    return float(example['secret'] in completion)\n")
+    page.locator("#check-rewards").click()
+    wait_for_text(page.locator("#check-message"), r"reads example\['secret'\], which this dataset does not have")
+    set_code(page, REWARD_CODE)
+
     page.locator("#pasted-completion textarea").fill("hello there")
     page.locator("#try-rewards").click()
     wait_for_text(page.locator("#try-result"), r"-0\.11")
