@@ -148,7 +148,7 @@ def resolve_model_dir(reference: str) -> Path | str:
                 "model directory (config.json + weights) or a .gguf file."
             )
         return path
-    if path.is_absolute() or reference.startswith((".", "~")) or reference.count("/") != 1:
+    if not looks_like_hub_repo_id(reference):
         raise ModelLoadError(f"{reference}: no such file or directory. Check the path.")
     require_in_hf_cache(reference)
     return reference  # an HF repo id: loaded from the local cache only

@@ -63,6 +63,14 @@ def build(runs_root: Path) -> MonitorTab:
     timer = gr.Timer(REFRESH_S)
     outputs = [progress, *plots.values(), logs, seen, timer]
 
+    loaded: dict[Path, tuple] = {}  # run directory -> (change signature, metrics, SFT metrics) last read
+
+    def run_metrics(run_dir: Path, signature: tuple):
+        """The run's metrics, read again only when its files changed (the timer ticks every few seconds)."""
+        if run_dir not in loaded or loaded[run_dir][0] != signature:
+            loaded[run_dir] = (signature, read_metrics(run_dir), read_sft_metrics(run_dir))
+        return loaded[run_dir][1:]
+
     def draw(run_id, last_signature, force=False):
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
@@ -73,7 +81,7 @@ def build(runs_root: Path) -> MonitorTab:
         signature = change_signature(run_dir)
         status = read_status(run_dir)
         state = effective_state(status)
-        metrics, sft_metrics = read_metrics(run_dir), read_sft_metrics(run_dir)
+        metrics, sft_metrics = run_metrics(run_dir, signature)
         progress_now = progress_html(run_id, state, status, metrics, sft_metrics)
         if signature == last_signature and not force:
             # Unchanged: only the progress line (its elapsed time moves on); an ended run will not

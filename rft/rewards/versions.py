@@ -105,9 +105,10 @@ def last_outcome(run_dir: str | Path) -> dict | None:
 def truncate_after(run_dir: str | Path, step: int) -> None:
     """Before resuming from checkpoint `step` (0: a fresh start): forget the versions that took effect
     after it, as the steps they scored are trained again."""
-    kept = [v for v in versions(run_dir) if v.from_step <= step]
+    every = versions(run_dir)
+    kept = [v for v in every if v.from_step <= step]
     folder = _folder(run_dir)
-    for dropped in versions(run_dir)[len(kept):]:
+    for dropped in every[len(kept):]:
         (folder / f"v{dropped.number}.py").unlink(missing_ok=True)
     if (folder / VERSIONS_FILE).exists():
         lines = [json.dumps({"version": v.number, "from_step": v.from_step, "weights": v.weights}) + "\n" for v in kept]
