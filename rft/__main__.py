@@ -1,4 +1,4 @@
-"""Command line: python -m rft train | resume | runs | export | eval | sweep."""
+"""Command line: python -m rft train | resume | runs | export | eval | eval-diff | sweep."""
 
 from __future__ import annotations
 
@@ -87,6 +87,17 @@ def _sweep(args) -> int:
     return 0
 
 
+def _eval_diff(args) -> int:
+    from rft.sweep import compare_evaluation_files
+
+    try:
+        print(compare_evaluation_files(args.files))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate"}
 
 
@@ -149,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--eval-max-new-tokens", type=int, help="generation limit in evaluation (task default)")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.set_defaults(handler=_sweep)
+
+    eval_diff = commands.add_parser("eval-diff", help="compare saved evaluations (eval --out files), each against the first")
+    eval_diff.add_argument("files", nargs="+", help="evaluation JSON files: the first is the baseline")
+    eval_diff.set_defaults(handler=_eval_diff)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a task: wordle or arithmetic (see: python -m rft eval wordle -h)", add_help=False)
     evaluate.add_argument("task")

@@ -6,8 +6,9 @@
 Runs train one after the other (each gets the machine's cores), into the runs directory under
 names that start with the sweep's name, so the Runs tab lists them together. Each run's last
 checkpoint, and the model it started from, are evaluated by the task's evaluator on the same
-held-out items; the table gives each headline rate with its 95% Wilson interval, and is written
-next to the runs as <name>.sweep.json and <name>.sweep.md.
+held-out items; the table gives each headline rate with its 95% Wilson interval and its change
+from the start with the interval of that change (paired over the same problems for arithmetic),
+and is written next to the runs as <name>.sweep.json and <name>.sweep.md.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from pathlib import Path
 import yaml
 
 from rft.config import ConfigError, RunConfig
-
-Z_95 = 1.959964
-
+from rft.stats import difference_interval, paired_difference, wilson_interval
 
 @dataclass(frozen=True)
 class SweepPoint:
@@ -55,23 +54,13 @@ def parse_grid(assignments: list[str]) -> list[SweepPoint]:
     return [SweepPoint(dict(combination)) for combination in itertools.product(*axes)]
 
 
-def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (sound at 0 and at few trials, unlike the normal one)."""
-    if trials == 0:
-        return math.nan, math.nan
-    rate = successes / trials
-    margin = Z_95 * math.sqrt(rate * (1 - rate) / trials + Z_95**2 / (4 * trials**2))
-    centre = rate + Z_95**2 / (2 * trials)
-    scale = 1 + Z_95**2 / trials
-    return (centre - margin) / scale, (centre + margin) / scale
-
-
-def headline(task: str, summary: dict) -> tuple[str, int, int]:
-    """The rate a task's evaluation is judged by: (name, successes, trials)."""
+def headline(task: str, summary: dict) -> tuple[str, list[bool], bool]:
+    """The rate a task's evaluation is judged by: (name, one outcome per item, whether the items are
+    the same for every model). Arithmetic's problems are fixed; Wordle's turns depend on the guesses."""
     if task == "arithmetic":
-        return "accuracy", summary["correct"], summary["problems"]
+        return "accuracy", [d["rewards"]["correct_answer"] == 1.0 for d in summary["details"]], True
     turns = [turn for game in summary["details"] for turn in game["turns"]]
-    return "valid guesses", sum(not turn["invalid"] for turn in turns), len(turns)
+    return "valid guesses", [not turn["invalid"] for turn in turns], False
 
 
 def run_sweep(base: RunConfig, points: list[SweepPoint], runs_root: str | Path, name: str, eval_count: int,
@@ -123,15 +112,51 @@ def _evaluated_row(label: str, choice: str, run_dir: Path, task: str, count: int
     model, tokenizer = load_for_inference(read_config(run_dir).model.name_or_path,
                                           adapter=str(adapter) if adapter else None)
     summary = TASKS[task].evaluate(model, tokenizer, count, seed, max_new_tokens)
-    metric, successes, trials = headline(task, summary)
+    return summary_row(label, choice, task, summary)
+
+
+def summary_row(label: str, checkpoint: str, task: str, summary: dict) -> dict:
+    """One row of a table: an evaluation summary's headline rate, its interval and its outcomes."""
+    metric, outcomes, paired = headline(task, summary)
+    successes, trials = sum(outcomes), len(outcomes)
     low, high = wilson_interval(successes, trials)
-    return {"point": label, "checkpoint": choice, "metric": metric, "successes": successes, "trials": trials,
-            "rate": successes / trials if trials else math.nan, "low": low, "high": high}
+    return {"point": label, "checkpoint": checkpoint, "metric": metric, "successes": successes, "trials": trials,
+            "rate": successes / trials if trials else math.nan, "low": low, "high": high,
+            "outcomes": [int(outcome) for outcome in outcomes], "paired": paired}
+
+
+def compare_evaluation_files(paths: list[str | Path]) -> str:
+    """The table of saved evaluations (`python -m rft eval ... --out FILE.json`), each against the first.
+
+    The files must be of one task and, for a paired change, of the same held-out items."""
+    rows = []
+    for path in paths:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+        task = "arithmetic" if "problems" in summary else "wordle"
+        if rows and task != rows[0]["task"]:
+            raise ValueError(f"{path}: a {task} evaluation cannot be compared with a {rows[0]['task']} one")
+        if task == "arithmetic" and rows and [d["expression"] for d in summary["details"]] != rows[0]["items"]:
+            raise ValueError(f"{path}: other problems than {paths[0]} (use the same --problems and --seed)")
+        label = Path(path).stem
+        row = summary_row(label, summary.get("adapter") or "base model", task, summary)
+        row.update(task=task, items=[d.get("expression") for d in summary["details"]])
+        rows.append(row)
+    return format_table(rows)
+
+
+def change_from_start(start: dict, row: dict) -> tuple[float, float, float]:
+    """(row rate - start rate, low, high): paired over the same items where the task allows it."""
+    if row["paired"] and len(row["outcomes"]) == len(start["outcomes"]):
+        return paired_difference([bool(o) for o in start["outcomes"]], [bool(o) for o in row["outcomes"]])
+    return difference_interval((start["successes"], start["trials"]), (row["successes"], row["trials"]))
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| point | checkpoint | metric | rate | 95% interval | n |", "|---|---|---|---:|---|---:|"]
+    """Markdown: each row's rate with its 95% interval, and its change from the first row (the start)."""
+    lines = ["| point | checkpoint | metric | rate | 95% interval | change from start (95% interval) | n |",
+             "|---|---|---|---:|---|---|---:|"]
     for row in rows:
+        change = "" if row is rows[0] else "{:+.1%} ({:+.1%} to {:+.1%})".format(*change_from_start(rows[0], row))
         lines.append(f"| {row['point']} | {row['checkpoint']} | {row['metric']} | {row['rate']:.1%} | "
-                     f"{row['low']:.1%} to {row['high']:.1%} | {row['trials']} |")
+                     f"{row['low']:.1%} to {row['high']:.1%} | {change} | {row['trials']} |")
     return "\n".join(lines)

@@ -37,7 +37,7 @@ def test_rows_are_distinct_reproducible_and_never_held_out():
     assert rows == training_rows(300, seed=1)
     assert all(row["answer"] == eval(row["expression"]) for row in rows)
     assert rows[0]["prompt"][-1] == {"role": "assistant", "content": "<think>"}
-    assert held_out_problems(3) == held_out_problems()[:3] and len(held_out_problems()) == 200
+    assert held_out_problems(3) == held_out_problems()[:3] and len(held_out_problems()) == 1000
 
 
 def test_expressions_have_two_or_three_numbers():
@@ -95,6 +95,32 @@ def test_the_evaluator_scores_a_model_and_writes_json(tiny_model_dir, tmp_path, 
     record = json.loads(out.read_text())
     assert record["problems"] == 2 and record["details"][0]["answer"] == eval(record["details"][0]["expression"])
     assert "problems solved" in capsys.readouterr().out
+
+
+def test_sampled_evaluation_reports_pass_at_k_and_the_files_compare(tiny_model_dir, tmp_path, capsys):
+    from rft.__main__ import main as rft_main
+
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        assert main(["--model", str(tiny_model_dir), "--problems", "3", "--max-new-tokens", "4", "--samples", "4",
+                     "--temperature", "1.0", "--out", str(out)]) == 0
+    record = json.loads(outs[0].read_text())
+    sampled = record["sampled"]
+    assert list(sampled["pass_at"]) == ["1", "2", "4"] and len(sampled["correct_samples"]) == 3
+    assert all(0 <= c <= 4 for c in sampled["correct_samples"])
+    assert sampled["pass_at"]["1"] <= sampled["pass_at"]["2"] <= sampled["pass_at"]["4"]
+    assert record["accuracy_interval"][0] <= record["accuracy"] <= record["accuracy_interval"][1]
+    assert "pass@4 (T=1)" in capsys.readouterr().out
+
+    assert rft_main(["eval-diff", *map(str, outs)]) == 0
+    table = capsys.readouterr().out
+    assert "| b | base model | accuracy |" in table and "+0.0%" in table  # same model, same problems
+
+    other = tmp_path / "other.json"
+    assert main(["--model", str(tiny_model_dir), "--problems", "3", "--seed", "1", "--max-new-tokens", "2",
+                 "--out", str(other)]) == 0
+    assert rft_main(["eval-diff", str(outs[0]), str(other)]) == 2
+    assert "other problems" in capsys.readouterr().err
 
 
 def test_the_report_for_a_perfect_model():

@@ -1,12 +1,20 @@
 """The sweep runner: a grid of configs, one run each, evaluated on the same held-out items, one table."""
 
 import json
-import math
 
 import pytest
 
 from rft.__main__ import main
-from rft.sweep import SweepPoint, parse_grid, wilson_interval
+from rft.sweep import SweepPoint, change_from_start, parse_grid
+
+
+def test_the_change_from_the_start_is_paired_over_the_same_problems():
+    start = {"successes": 3, "trials": 10, "outcomes": [1] * 3 + [0] * 7, "paired": True}
+    better = {"successes": 6, "trials": 10, "outcomes": [1] * 6 + [0] * 4, "paired": True}
+    difference, low, high = change_from_start(start, better)
+    assert difference == pytest.approx(0.3) and low < 0.3 < high
+    unpaired = {**better, "paired": False}
+    assert change_from_start(start, unpaired)[1] < low  # independent samples: a wider interval
 
 
 def test_a_grid_gives_every_combination():
@@ -17,14 +25,6 @@ def test_a_grid_gives_every_combination():
     assert points[1].label == "grpo.beta=0, sampling.num_generations=8"
     assert points[1].slug == "beta-0-num_generations-8"
     assert parse_grid([]) == [SweepPoint({})]
-
-
-def test_wilson_interval_on_hand_computed_values():
-    low, high = wilson_interval(19, 50)
-    assert low == pytest.approx(0.2585, abs=1e-3) and high == pytest.approx(0.5187, abs=1e-3)
-    low, high = wilson_interval(0, 30)
-    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.1135, abs=1e-3)
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 @pytest.mark.slow
@@ -44,3 +44,5 @@ def test_a_sweep_of_two_tiny_runs_writes_its_table(tmp_path, tiny_model_dir, cap
     assert sorted(row["run"] for row in record["rows"][1:]) == runs
     table = (tmp_path / "tiny.sweep.md").read_text()
     assert "| grpo.beta=0.04 | step 1 | accuracy |" in table and "95% interval" in table
+    assert all(row["paired"] and len(row["outcomes"]) == 4 for row in record["rows"])
+    assert table.splitlines()[3].count("%") == 6  # rate, its interval, the change and its interval

@@ -2,9 +2,13 @@
 
     python -m rft eval arithmetic --model M [--adapter DIR] --problems N [--seed S] [--out FILE.json]
                                   [--max-new-tokens K] [--batch-size B] [--device D]
+                                  [--samples K --temperature T]
 
-Decoding is greedy. Problems are answered in batches (left-padded), since every one is a
-single turn.
+Decoding is greedy: accuracy is the share of problems whose greedy answer is right, with its 95%
+interval. With --samples, each problem is also answered K times at the temperature given, and
+the report adds pass@k (some of k samples right) for k = 1, 2, 4, ... up to K: the gap between
+pass@k and greedy accuracy is the room GRPO has, since it sharpens what sampling already finds.
+Problems are answered in batches (left-padded), since every one is a single turn.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from rft.arithmetic.rewards import answer_format, correct_answer
 from rft.config import BUNDLED_MODEL
 from rft.data import render_prompt
 from rft.models import generate_continuations
+from rft.stats import pass_at_k, wilson_interval
 
 DEFAULT_PROBLEMS = 50
 DEFAULT_MAX_NEW_TOKENS = 96
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = 32
+SAMPLED_ROWS_PER_BATCH = 64  # sampled answers generated together: problems per batch = this // samples
 REWARD_FUNCTIONS = (answer_format, correct_answer)
 
 
@@ -49,13 +55,47 @@ def evaluate(model, tokenizer, expressions: Sequence[str], max_new_tokens: int =
             details.append({**example, "completion": completion, "rewards": rewards})
         if on_batch_done is not None:
             on_batch_done(len(details))
+    correct = sum(d["rewards"]["correct_answer"] == 1.0 for d in details)
     return {
         "problems": len(details),
-        "correct": sum(d["rewards"]["correct_answer"] == 1.0 for d in details),
+        "correct": correct,
         "accuracy": _mean([d["rewards"]["correct_answer"] == 1.0 for d in details]),
+        "accuracy_interval": list(wilson_interval(correct, len(details))),
         "format_pass_rate": _mean([d["rewards"]["answer_format"] == 1.0 for d in details]),
         "mean_rewards": {f.__name__: _mean([d["rewards"][f.__name__] for d in details]) for f in REWARD_FUNCTIONS},
         "details": details,
+    }
+
+
+def evaluate_sampled(model, tokenizer, expressions: Sequence[str], samples: int, temperature: float,
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = 0,
+                     on_batch_done: Callable[[int], None] | None = None) -> dict:
+    """Each expression answered `samples` times at `temperature`: pass@k for k = 1, 2, 4, ... samples.
+
+    pass@1 here is the mean accuracy of one sample, what GRPO's correct_answer reward averages
+    during training at the same temperature.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    per_batch = max(1, SAMPLED_ROWS_PER_BATCH // samples)
+    correct_counts = []
+    for first in range(0, len(expressions), per_batch):
+        chunk = expressions[first:first + per_batch]
+        prompts = [render_prompt(tokenizer, build_messages(expression)) for expression in chunk for _ in range(samples)]
+        completions = generate_continuations(model, tokenizer, prompts, max_new_tokens, temperature)
+        for index, expression in enumerate(chunk):
+            example = {"expression": expression, "answer": worked_steps(expression)[1]}
+            answers = completions[index * samples:(index + 1) * samples]
+            correct_counts.append(sum(correct_answer(None, answer, example) == 1.0 for answer in answers))
+        if on_batch_done is not None:
+            on_batch_done(len(correct_counts))
+    ks = sorted({2**power for power in range(samples.bit_length()) if 2**power <= samples} | {samples})
+    return {
+        "samples": samples,
+        "temperature": temperature,
+        "pass_at": {str(k): _mean([pass_at_k(samples, c, k) for c in correct_counts]) for k in ks},
+        "correct_samples": correct_counts,
     }
 
 
@@ -73,10 +113,17 @@ def format_report(summary: dict) -> str:
         ("", "model", "exact"),
         ("problems solved", f"{summary['correct']}/{summary['problems']}", ""),
         ("accuracy", percent(summary["accuracy"]), "100.0%"),
-        ("format check passed", percent(summary["format_pass_rate"]), "100.0%"),
     ]
+    if "accuracy_interval" in summary:
+        low, high = summary["accuracy_interval"]
+        rows.append(("95% interval", f"{percent(low)} to {percent(high)}", ""))
+    rows.append(("format check passed", percent(summary["format_pass_rate"]), "100.0%"))
     rows += [(f"mean {name}", f"{value:.2f}" if value is not None else "-", "1.00")
              for name, value in summary["mean_rewards"].items()]
+    sampled = summary.get("sampled")
+    if sampled:
+        rows += [(f"pass@{k} (T={sampled['temperature']:g})", percent(value), "100.0%")
+                 for k, value in sampled["pass_at"].items()]
     label_width = max(len(row[0]) for row in rows)
     return "\n".join(f"{label:<{label_width}}  {model:>8}  {exact:>8}".rstrip() for label, model, exact in rows)
 
@@ -92,7 +139,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    return parser.parse_args(argv)
+    parser.add_argument("--samples", type=int, default=0,
+                        help="also answer each problem this many times by sampling, for pass@k (0: greedy only)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --samples")
+    args = parser.parse_args(argv)
+    if args.samples < 0 or (args.samples and args.temperature <= 0):
+        parser.error("--samples must be >= 0 and --temperature > 0")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     summary = evaluate(model, tokenizer, expressions, args.max_new_tokens, args.batch_size,
                        on_batch_done=lambda done: print(f"{done}/{len(expressions)} answered", flush=True))
+    if args.samples:
+        summary["sampled"] = evaluate_sampled(
+            model, tokenizer, expressions, args.samples, args.temperature, args.max_new_tokens, args.seed,
+            on_batch_done=lambda done: print(f"{done}/{len(expressions)} sampled {args.samples} times", flush=True))
     elapsed = time.perf_counter() - started
     print()
     print(format_report(summary))
