@@ -34,13 +34,23 @@ def wordle() -> RunConfig:
     return RunConfig(
         name="wordle",
         data=DataConfig(preset="wordle", max_prompt_length=1024),
-        rewards=RewardsConfig(source=reward_source()),
+        rewards=RewardsConfig(source=reward_source(), weights={"fits_feedback": 0.0}),
         sampling=SamplingConfig(num_generations=6, max_completion_length=128, temperature=1.0),
         grpo=GRPOConfig(beta=0.04, loss_type="grpo"),
         optim=OptimConfig(learning_rate=5e-5, prompts_per_step=2),
         schedule=ScheduleConfig(max_steps=30, save_every=10),
         sft=SFTConfig(enabled=True, examples=1536, epochs=1.0, learning_rate=5e-4, batch_size=8, max_length=640),
     )
+
+
+def wordle_guarded() -> RunConfig:
+    """The wordle recipe with the reward-hack guard on: fits_feedback (1.0 for an allowed word that
+    could still be the secret) weighs 1, so replaying one safe word no longer pays as much as a
+    guess that uses the feedback."""
+    config = wordle()
+    config.name = "wordle-guarded"
+    config.rewards.weights = {"fits_feedback": 1.0}
+    return config
 
 
 def arithmetic() -> RunConfig:
@@ -63,7 +73,8 @@ def arithmetic() -> RunConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {"wordle": wordle, "arithmetic": arithmetic}
+PRESETS: dict[str, Callable[[], RunConfig]] = {"wordle": wordle, "wordle-guarded": wordle_guarded,
+                                               "arithmetic": arithmetic}
 
 
 def preset_config(name: str) -> RunConfig:

@@ -12,7 +12,7 @@ from rft.wordle.evaluate import evaluate, evaluation_secrets, main
 from rft.wordle.play import play_games, play_turn
 from rft.wordle.prompts import ASSISTANT_PREFIX
 
-REWARD_NAMES = {"output_format_check", "uses_previous_feedback", "guess_value"}
+REWARD_NAMES = {"output_format_check", "uses_previous_feedback", "guess_value", "fits_feedback"}
 
 
 @pytest.fixture(scope="module")

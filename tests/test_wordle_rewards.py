@@ -9,7 +9,7 @@ import pytest
 
 from rft.rewards.analysis import analyse_source
 from rft.wordle import reward_source
-from rft.wordle.rewards import guess_value, output_format_check, uses_previous_feedback
+from rft.wordle.rewards import fits_feedback, guess_value, output_format_check, uses_previous_feedback
 
 BRISK_HISTORY = str([["STORM", "S(-) T(x) O(x) R(-) M(x)"], ["BRAVE", "B(✓) R(✓) A(x) V(x) E(x)"]])
 
@@ -141,13 +141,34 @@ def test_guess_value_is_0_for_an_unusable_guess(word_list):
     assert guess_value("", answer("CRANE"), example(word_list, "[['CRANE', 'garbage']]")) == 0.0
 
 
+# fits_feedback: the reward-hack guard
+
+def test_fits_feedback_pays_only_for_a_word_that_could_still_be_the_secret(word_list):
+    # After STORM and BRAVE, BRISK is the only word of the list that fits; CRANE is allowed but ruled out.
+    assert fits_feedback("", answer("BRISK"), example(word_list, BRISK_HISTORY, "BRISK")) == 1.0
+    assert fits_feedback("", answer("CRANE"), example(word_list, BRISK_HISTORY, "BRISK")) == 0.0
+    assert output_format_check("", answer("CRANE"), example(word_list, BRISK_HISTORY, "BRISK")) == 1.0  # the hack
+    assert fits_feedback("", answer("CRANE"), example(word_list)) == 1.0  # first turn: any allowed word fits
+    assert fits_feedback("", answer("ZZZZZ"), example(word_list)) == 0.0
+    assert fits_feedback("", "no guess here", example(word_list)) == 0.0
+
+
+def test_the_guarded_preset_weighs_the_guard_and_the_course_preset_only_logs_it():
+    from rft.presets import preset_config
+
+    assert preset_config("wordle").rewards.weights == {"fits_feedback": 0.0}
+    guarded = preset_config("wordle-guarded")
+    assert guarded.rewards.weights == {"fits_feedback": 1.0} and guarded.data.preset == "wordle"
+    guarded.validate()
+
+
 # The file as reward code
 
-def test_reward_source_runs_standalone_and_defines_exactly_the_three_rewards(word_list):
+def test_reward_source_runs_standalone_and_defines_the_three_rewards_and_the_guard(word_list):
     source = reward_source()
     check = analyse_source(source)
     assert check.ok, check.message()
-    assert check.function_names == ["output_format_check", "uses_previous_feedback", "guess_value"]
+    assert check.function_names == ["output_format_check", "uses_previous_feedback", "guess_value", "fits_feedback"]
 
     imported = set()
     for node in ast.walk(ast.parse(source)):
@@ -161,6 +182,6 @@ def test_reward_source_runs_standalone_and_defines_exactly_the_three_rewards(wor
     module = types.ModuleType("user_rewards")
     exec(compile(source, "<reward code>", "exec"), module.__dict__)
     row = example(word_list, BRISK_HISTORY, "BRISK")
-    for imported_function in (output_format_check, uses_previous_feedback, guess_value):
+    for imported_function in (output_format_check, uses_previous_feedback, guess_value, fits_feedback):
         standalone_function = getattr(module, imported_function.__name__)
         assert standalone_function("", answer("BRISK"), row) == imported_function("", answer("BRISK"), row)

@@ -16,11 +16,11 @@ from rft.data import render_prompt
 from rft.models import generate_continuations
 from rft.wordle.game import ALLOWED_PATH, MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
 from rft.wordle.prompts import build_messages
-from rft.wordle.rewards import GUESS_PATTERN, guess_value, output_format_check, uses_previous_feedback
+from rft.wordle.rewards import GUESS_PATTERN, fits_feedback, guess_value, output_format_check, uses_previous_feedback
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_BATCH_SIZE = 16
-REWARD_FUNCTIONS = (output_format_check, uses_previous_feedback, guess_value)
+REWARD_FUNCTIONS = (output_format_check, uses_previous_feedback, guess_value, fits_feedback)
 
 
 @dataclass

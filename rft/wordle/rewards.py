@@ -110,6 +110,26 @@ def guess_value(prompt, completion, example) -> float:
         return 0.0
 
 
+def fits_feedback(prompt, completion, example) -> float:
+    """1.0 for an allowed word that could still be the secret, given every feedback so far; else 0.
+
+    The guard against the reward hack the course warns about: output_format_check pays 1.0 for
+    any allowed word, so a model can collect it by replaying one safe word (`stain`) whatever the
+    feedback says. This pays only for guesses that use the feedback. The wordle preset weighs it 0
+    (the course's three rewards decide; this one is logged, so the hack shows in the charts);
+    the wordle-guarded preset weighs it 1.
+    """
+    try:
+        guess = _played_guess(completion)
+        words = _read_word_list(example["word_list"])
+        if guess is None or guess not in words:
+            return 0.0
+        past_feedback = tuple(feedback for _, feedback in ast.literal_eval(example["past_guess_history"]))
+        return 1.0 if guess in _consistent_words(words, past_feedback) else 0.0
+    except Exception:
+        return 0.0
+
+
 def _feedback_symbols(guess: str, secret: str) -> str:
     """The feedback symbols for `guess` against `secret`, e.g. "-xx-x" for STORM against BRISK.
 
