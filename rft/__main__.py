@@ -98,7 +98,7 @@ def _eval_diff(args) -> int:
     return 0
 
 
-EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate"}
+EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate", "run": "rft.held_out"}
 
 
 def _eval(args, rest: list[str]) -> int:
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_diff.add_argument("files", nargs="+", help="evaluation JSON files: the first is the baseline")
     eval_diff.set_defaults(handler=_eval_diff)
 
-    evaluate = commands.add_parser("eval", help="evaluate a model on a task: wordle or arithmetic (see: python -m rft eval wordle -h)", add_help=False)
+    evaluate = commands.add_parser("eval", help="evaluate a model on a task (wordle, arithmetic) or a run on its held-out rows (run RUN_DIR); see: python -m rft eval run -h", add_help=False)
     evaluate.add_argument("task")
     evaluate.set_defaults(handler=None)
     return parser

@@ -63,6 +63,7 @@ class DataConfig:
     max_prompt_length: int = 1024
     shuffle: bool = True
     limit: int | None = None  # use only the first N rows
+    eval_size: int = 0  # rows held out from training to evaluate on (a task preset: its own held-out items)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class ScheduleConfig:
     max_steps: int = 100
     epochs: float | None = None  # when set, overrides max_steps from the dataset size
     save_every: int = 25
-    eval_every: int = 0  # 0: no periodic evaluation
+    eval_every: int = 0  # steps between evaluations on the held-out rows (data.eval_size); 0: none
     seed: int = 0
 
 
@@ -233,6 +234,7 @@ class RunConfig:
         require(self.data.preset or self.data.path, "data: choose a preset or a dataset file (data.path)")
         require(8 <= self.data.max_prompt_length <= 131072, "data.max_prompt_length: must be in [8, 131072] tokens")
         require(self.data.limit is None or self.data.limit >= 1, "data.limit: must be at least 1 or empty")
+        require(0 <= self.data.eval_size <= 100_000, "data.eval_size: must be in [0, 100000]; 0 holds out nothing")
         require(bool(self.rewards.source.strip()), "rewards.source: write at least one reward function")
         require(0 < self.rewards.timeout_s <= 600, "rewards.timeout_s: must be in (0, 600] seconds")
         require(all(_finite(w) for w in self.rewards.weights.values()),
@@ -300,6 +302,8 @@ class RunConfig:
         require(sc.epochs is None or 0 < sc.epochs <= 1000, "schedule.epochs: must be positive or empty")
         require(sc.save_every >= 0, "schedule.save_every: must be 0 (only at the end) or positive")
         require(sc.eval_every >= 0, "schedule.eval_every: must be 0 (off) or positive")
+        require(sc.eval_every == 0 or self.data.eval_size > 0,
+                "schedule.eval_every: evaluation needs held-out rows; set data.eval_size (e.g. 100) or eval_every to 0")
         require(0 <= sc.seed < 2**32, "schedule.seed: must be in [0, 2**32 - 1] (numpy's seed range)")
         require(1 <= lo.rank <= 1024, "lora.rank: must be in [1, 1024]")
         require(0 < lo.alpha <= 65536, "lora.alpha: must be in [1, 65536]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,26 @@ def _arithmetic_rows() -> list[dict]:
 
 
 PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "arithmetic": _arithmetic_rows}
+
+
+def _wordle_held_out_rows(count: int) -> list[dict]:
+    from rft.wordle.dataset import held_out_rows
+
+    return held_out_rows(count)
+
+
+def _arithmetic_held_out_rows(count: int) -> list[dict]:
+    from rft.arithmetic.evaluate import evaluation_problems
+    from rft.arithmetic.problems import make_row
+
+    return [make_row(expression) for expression in evaluation_problems(count, seed=0)]
+
+
+# A task preset's held-out rows come from the items its own evaluator uses (never in its training
+# rows), so the run's periodic evaluation and `python -m rft eval TASK` see the same problems.
+HELD_OUT_PRESETS: dict[str, Callable[[int], list[dict]]] = {"wordle": _wordle_held_out_rows,
+                                                           "arithmetic": _arithmetic_held_out_rows}
+HELD_OUT_SEED = 20250103  # a dataset file's held-out rows: fixed, so every run of a file holds out the same
 
 
 def preset_names() -> list[str]:
@@ -160,14 +181,33 @@ def _is_message_list(value) -> bool:
 
 
 def load_rows(data: DataConfig) -> list[dict]:
-    """The dataset a run trains on, from its file or its preset."""
+    """The dataset a run trains on, from its file or its preset, without its held-out rows."""
+    return _training_and_held_out(data)[0]
+
+
+def load_held_out_rows(data: DataConfig) -> list[dict]:
+    """The `data.eval_size` rows a run evaluates on and never trains on (none when it is 0).
+
+    A dataset file's are a fixed random choice of its rows (the same for every run of the file);
+    a task preset's are its evaluator's held-out items."""
+    return _training_and_held_out(data)[1]
+
+
+def _training_and_held_out(data: DataConfig) -> tuple[list[dict], list[dict]]:
     if data.path:
         rows = read_file(data.path, data.prompt_column)
+        if data.eval_size >= len(rows):
+            raise DatasetError(f"data.eval_size: {data.eval_size} held-out rows leave none of the file's "
+                               f"{len(rows)} rows to train on; hold out fewer")
+        held_out_at = set(random.Random(HELD_OUT_SEED).sample(range(len(rows)), data.eval_size))
+        held_out = [row for index, row in enumerate(rows) if index in held_out_at]
+        rows = [row for index, row in enumerate(rows) if index not in held_out_at]
     elif data.preset in PRESETS:
         rows = validate_rows(PRESETS[data.preset](), "prompt", f"preset {data.preset!r}")
+        held_out = HELD_OUT_PRESETS[data.preset](data.eval_size) if data.eval_size else []
     else:
         raise DatasetError(f"data.preset: unknown preset {data.preset!r}; choose one of {', '.join(PRESETS)}.")
-    return rows[: data.limit] if data.limit else rows
+    return (rows[: data.limit] if data.limit else rows), held_out
 
 
 def to_messages(row: dict, data: DataConfig) -> list[dict]:

@@ -1,8 +1,10 @@
-"""Evaluate a run's checkpoint on its task, for the dashboard: the same table as `python -m rft eval`.
+"""Evaluate a run's checkpoint, for the dashboard: the same table as `python -m rft eval`.
 
-A run's task is its dataset preset; the base model, the SFT warm start and every GRPO
-checkpoint of the run can be evaluated on the same held-out secrets or problems, so the
-tables compare directly.
+A run of a task preset (Wordle, arithmetic) is evaluated by the task's own evaluator on its
+held-out secrets or problems; any other run on the rows it holds out (data.eval_size), with its
+own reward functions (rft.held_out). The base model, the SFT warm start and every GRPO checkpoint
+are evaluated on the same items, so the tables compare directly. Progress goes to `on_progress`,
+which may raise to cancel the evaluation between batches.
 """
 
 from __future__ import annotations
@@ -22,18 +24,26 @@ DEFAULT_COUNT = 3  # games or problems: CPU generation is slow, a Wordle game ta
 @dataclass(frozen=True)
 class Task:
     unit: str  # what `count` counts, for the UI
-    evaluate: Callable  # (model, tokenizer, count, seed, max_new_tokens=None) -> summary dict
+    evaluate: Callable  # (model, tokenizer, count, seed, max_new_tokens=None, on_progress=None) -> summary dict
     report: Callable[[dict], str]
 
 
-def _wordle(model, tokenizer, count: int, seed: int, max_new_tokens: int | None = None) -> dict:
+ProgressCallback = Callable[[str], None]
+
+
+def _wordle(model, tokenizer, count: int, seed: int, max_new_tokens: int | None = None,
+            on_progress: ProgressCallback | None = None) -> dict:
     import torch
 
     from rft.wordle.evaluate import evaluate, evaluation_secrets
 
     torch.manual_seed(seed)  # the games sample their guesses: the same seed, the same games, as in the CLI
     limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-    return evaluate(model, tokenizer, evaluation_secrets(count, seed), **limit)
+    progress = {}
+    if on_progress is not None:
+        progress["on_round_played"] = lambda turn, playing: on_progress(
+            f"turn {turn} played; {playing} of {count} games still going")
+    return evaluate(model, tokenizer, evaluation_secrets(count, seed), **limit, **progress)
 
 
 def _wordle_report(summary: dict) -> str:
@@ -42,11 +52,13 @@ def _wordle_report(summary: dict) -> str:
     return format_report(summary)
 
 
-def _arithmetic(model, tokenizer, count: int, seed: int, max_new_tokens: int | None = None) -> dict:
+def _arithmetic(model, tokenizer, count: int, seed: int, max_new_tokens: int | None = None,
+                on_progress: ProgressCallback | None = None) -> dict:
     from rft.arithmetic.evaluate import evaluate, evaluation_problems
 
     limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-    return evaluate(model, tokenizer, evaluation_problems(count, seed), **limit)
+    done = (lambda answered: on_progress(f"{answered} of {count} problems answered")) if on_progress else None
+    return evaluate(model, tokenizer, evaluation_problems(count, seed), **limit, on_batch_done=done)
 
 
 def _arithmetic_report(summary: dict) -> str:
@@ -90,20 +102,38 @@ def adapter_for(run_dir: str | Path, choice: str) -> Path | None:
     return folder
 
 
-def evaluate_checkpoint(run_dir: str | Path, choice: str, count: int = DEFAULT_COUNT, seed: int = 0) -> str:
+def evaluation_unit(run_dir: str | Path) -> str:
+    """What the Evaluate panel's count counts for this run."""
+    task = task_of(run_dir)
+    return TASKS[task].unit if task else "held-out rows"
+
+
+def evaluate_checkpoint(run_dir: str | Path, choice: str, count: int = DEFAULT_COUNT, seed: int = 0,
+                        on_progress: ProgressCallback | None = None) -> str:
     """The evaluation table of one checkpoint, with the command that reproduces it and its duration."""
     from rft.models import load_for_inference
 
     task = task_of(run_dir)
     if task is None:
-        raise ValueError("this run's dataset has no evaluator; evaluation covers the wordle and arithmetic presets")
+        return _evaluate_held_out(run_dir, choice, count, on_progress)
     model_reference = read_config(run_dir).model.name_or_path
     adapter = adapter_for(run_dir, choice)
     started = time.perf_counter()
     model, tokenizer = load_for_inference(model_reference, adapter=str(adapter) if adapter else None)
-    summary = TASKS[task].evaluate(model, tokenizer, count, seed)
+    summary = TASKS[task].evaluate(model, tokenizer, count, seed, on_progress=on_progress)
     elapsed = time.perf_counter() - started
     counted = "--games" if task == "wordle" else "--problems"
     command = f"python -m rft eval {task} --model {model_reference}" + (f" --adapter {adapter}" if adapter else "") + \
         f" {counted} {count} --seed {seed}"
     return f"{TASKS[task].report(summary)}\n\n{choice}, {count} {TASKS[task].unit}, {elapsed:.0f} s\n$ {command}"
+
+
+def _evaluate_held_out(run_dir: str | Path, choice: str, count: int,
+                       on_progress: ProgressCallback | None) -> str:
+    from rft import held_out
+
+    done = (lambda answered: on_progress(f"{answered} held-out rows answered")) if on_progress else None
+    summary = held_out.evaluate_checkpoint(run_dir, choice, count, on_batch_done=done)
+    checkpoint = {long: short for short, long in held_out.CHECKPOINT_SHORTHANDS.items()}.get(choice, choice)
+    command = f'python -m rft eval run {run_dir} --checkpoint "{checkpoint}" --rows {summary["rows"]}'
+    return f"{held_out.format_report(summary)}\n{choice} · scored by the run's reward functions\n$ {command}"

@@ -15,7 +15,7 @@ import pandas as pd
 from rft.runs import ACTIVE_STATES, RunSummary
 
 DISPLAY_POINTS = 600  # per chart line: plenty for a 1280-pixel-wide screen
-WATCHED_FILES = ("status.json", "metrics.jsonl", "rollouts.jsonl", "logs.txt", "sft_metrics.jsonl")
+WATCHED_FILES = ("status.json", "metrics.jsonl", "rollouts.jsonl", "logs.txt", "sft_metrics.jsonl", "eval_metrics.jsonl")
 ETA_WINDOW = 20  # recent steps whose mean duration predicts the rest
 
 

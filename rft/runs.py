@@ -8,6 +8,7 @@ runs/<run-id>/
     logs.txt           trainer output and reward-function prints, tagged with the step
     checkpoints/step-<N>/   PEFT adapter + trainer state, written to a temp dir and renamed
     sft_metrics.jsonl  with an SFT warm start: one JSON object per supervised step
+    eval_metrics.jsonl with schedule.eval_every: one JSON object per evaluation on the held-out rows
     checkpoints/sft/   with an SFT warm start: the adapter GRPO starts from (and its KL reference)
     stop               present when a graceful stop was requested
 
@@ -36,6 +37,7 @@ STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("queued", "running", "stopping")
 SFT_ADAPTER_DIR = "sft"
 SFT_METRICS_FILE = "sft_metrics.jsonl"
+EVAL_METRICS_FILE = "eval_metrics.jsonl"
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PID_CLOCK_SLACK_S = 2.0  # /proc's boot time has 1 s resolution
@@ -129,6 +131,9 @@ class RunWriter:
     def append_sft_metrics(self, row: dict) -> None:
         self._append_line(SFT_METRICS_FILE, row)
 
+    def append_eval_metrics(self, row: dict) -> None:
+        self._append_line(EVAL_METRICS_FILE, row)
+
     def commit_sft_adapter(self, staging: Path) -> Path:
         """Rename a fully written warm-start adapter into place, so a crash never leaves half of one."""
         final = self.checkpoints_dir / SFT_ADAPTER_DIR
@@ -168,7 +173,7 @@ class RunWriter:
     def truncate_after(self, step: int) -> None:
         """Before resuming from checkpoint `step` (0: a fresh start): drop half-written lines, later
         steps and later checkpoints, which a resume would otherwise load in place of this one."""
-        for name in ("metrics.jsonl", "rollouts.jsonl"):
+        for name in ("metrics.jsonl", "rollouts.jsonl", EVAL_METRICS_FILE):
             path = self.run_dir / name
             if not path.exists():
                 continue
@@ -342,6 +347,12 @@ def read_rollouts(run_dir: str | Path, step: int | None = None) -> dict | None:
 def read_all_rollouts(run_dir: str | Path) -> list[dict]:
     """Every step's rollouts, oldest first: {"step": N, "groups": [...]} per step."""
     return _read_jsonl(Path(run_dir) / "rollouts.jsonl")
+
+
+def read_eval_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """The held-out evaluations (one row per evaluation, by step); empty when the run has none."""
+    frame = pd.DataFrame.from_records(_read_jsonl(Path(run_dir) / EVAL_METRICS_FILE))
+    return frame.sort_values("step").reset_index(drop=True) if "step" in frame else frame
 
 
 def read_sft_metrics(run_dir: str | Path) -> pd.DataFrame:

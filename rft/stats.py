@@ -23,6 +23,19 @@ def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
     return (centre - margin) / scale, (centre + margin) / scale
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% normal interval of a mean of many scores (a reward averaged over
+    held-out rows). For 0/1 scores use wilson_interval, which stays sound at 0, 1 and few rows."""
+    if not values:
+        return math.nan, math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, math.nan, math.nan
+    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
+    margin = Z_95 * math.sqrt(variance / len(values))
+    return mean, mean - margin, mean + margin
+
+
 def difference_interval(before: tuple[int, int], after: tuple[int, int], phi: float = 0.0) -> tuple[float, float, float]:
     """(after rate - before rate, low, high): the 95% interval of a difference of two proportions,
     each given as (successes, trials), by Newcombe's hybrid score method (Wilson intervals of

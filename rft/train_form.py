@@ -142,6 +142,12 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("schedule.seed", "Seed", "Seeds sampling and data order; the same seed repeats a run.", "int"),
         FormField("data.max_prompt_length", "Max prompt tokens", "Longer prompts are left out (and logged).", "int"),
         FormField("data.limit", "Use first N rows", "Empty uses the whole dataset.", "int", optional=True),
+        FormField("data.eval_size", "Held-out rows",
+                  "Rows kept out of training to evaluate on, with the run's reward functions (a fixed choice of "
+                  "a file's rows; Wordle's and arithmetic's own held-out items). 0 holds out nothing.", "int"),
+        FormField("schedule.eval_every", "Evaluate every",
+                  "Steps between greedy evaluations on the held-out rows (also before the first step and at the "
+                  "end), charted in Monitor. 0: none. Each costs one generation pass over the held-out rows.", "int"),
     ],
     "SFT warm start": [
         FormField("sft.enabled", "Warm start with SFT",

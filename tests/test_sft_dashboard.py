@@ -65,9 +65,9 @@ def test_evaluating_a_checkpoint_shows_the_cli_table_and_command(arithmetic_run)
     assert f"--adapter {arithmetic_run / 'checkpoints' / 'step-1'} --problems 2 --seed 0" in text
 
 
-def test_a_run_on_a_dataset_file_has_no_evaluator(tmp_path):
+def test_a_run_on_a_dataset_file_without_held_out_rows_says_how_to_get_them(tmp_path):
     config = RunConfig(data=DataConfig(preset=None, path=str(tmp_path / "rows.jsonl")))
     RunWriter(tmp_path).create(config)
-    assert evaluation.task_of(tmp_path) is None
-    with pytest.raises(ValueError, match="no evaluator"):
+    assert evaluation.task_of(tmp_path) is None and evaluation.evaluation_unit(tmp_path) == "held-out rows"
+    with pytest.raises(ValueError, match="data.eval_size"):
         evaluation.evaluate_checkpoint(tmp_path, "base model")

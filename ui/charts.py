@@ -186,6 +186,25 @@ def sft_loss_chart(sft_metrics: pd.DataFrame) -> go.Figure:
                        "cross-entropy")
 
 
+def held_out_chart(eval_metrics: pd.DataFrame) -> go.Figure:
+    """The greedy policy on the held-out rows at each evaluation: the weighted reward and each
+    function's mean, with 95% intervals. Unlike the training reward, it sees the same rows every
+    time, so a rise here is the model getting better rather than easier prompts being drawn."""
+    title = "Held-out rows (greedy; 95% intervals)"
+    if not _has(eval_metrics, "eval/reward"):
+        return empty_figure(title, "no evaluation yet (data.eval_size and schedule.eval_every)")
+    names = [column.removeprefix("eval/") for column in eval_metrics.columns
+             if column.startswith("eval/") and column.count("/") == 1 and column not in ("eval/rows", "eval/seconds")]
+    figure = go.Figure()
+    for i, name in enumerate(names):
+        mean = eval_metrics[f"eval/{name}"]
+        error = {"type": "data", "array": eval_metrics[f"eval/{name}/high"] - mean,
+                 "arrayminus": mean - eval_metrics[f"eval/{name}/low"], "thickness": 1, "width": 3}
+        figure.add_trace(go.Scatter(x=eval_metrics["step"], y=mean, name=name, mode="lines+markers", error_y=error,
+                                    line={"color": PALETTE[i % len(PALETTE)], "width": 2.4 if name == "reward" else 1.4}))
+    return _layout(figure, title, "held-out mean")
+
+
 def clip_chart(metrics: pd.DataFrame) -> go.Figure:
     return lines_chart(metrics, "Clip ratio", {"clip_ratio/low": "low", "clip_ratio/high": "high",
                                                "clip_ratio/region": "region"}, nonnegative=True)
@@ -225,7 +244,8 @@ def reward_overlay_chart(curves: dict[str, pd.Series]) -> go.Figure:
     return figure
 
 
-def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame) -> dict[str, go.Figure]:
+def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame,
+                    eval_metrics: pd.DataFrame | None = None) -> dict[str, go.Figure]:
     """Every chart the Monitor tab shows for a run, by the name its layout uses. Long runs are
     downsampled, except in the group chart, which shows only the last steps exactly."""
     shown = downsample(metrics)
@@ -242,9 +262,10 @@ def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame) -> dict[st
         "time": step_time_chart(shown),
         "speed": throughput_chart(shown),
         "sft": sft_loss_chart(downsample(sft_metrics)),
+        "held_out": held_out_chart(eval_metrics if eval_metrics is not None else pd.DataFrame()),
     }
     for name, figure in figures.items():
-        if name not in ("groups", "sft"):  # their x axes are not the run's steps
+        if name not in ("groups", "sft", "held_out"):  # their x axes are not the run's steps
             mark_reward_changes(figure, reward_version_changes(metrics))
     return figures
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import gradio as gr
 
 from rft.monitoring import change_signature, no_signal_warning, run_progress
-from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status, tail_logs
+from rft.runs import (ACTIVE_STATES, effective_state, read_eval_metrics, read_metrics, read_sft_metrics, read_status,
+                      tail_logs)
 from ui import charts
 from ui.common import missing_run_notice, resolve_run, run_picker_update, state_badge
 
@@ -54,8 +55,9 @@ def build(runs_root: Path) -> MonitorTab:
             for name in row:
                 plots[name] = gr.Plot(show_label=False, elem_id=f"chart-{name}", elem_classes="chart", min_width=240)
     with gr.Row(equal_height=True, elem_classes="chart-row"):
-        # Shown only for runs with an SFT warm start.
+        # Shown only for runs with an SFT warm start, and runs evaluated on held-out rows.
         plots["sft"] = gr.Plot(show_label=False, elem_id="chart-sft", elem_classes="chart", visible=False)
+        plots["held_out"] = gr.Plot(show_label=False, elem_id="chart-held-out", elem_classes="chart", visible=False)
     logs = gr.Textbox(label="logs.txt (latest lines: trainer output, reward-function prints and errors)", lines=12,
                       max_lines=12, autoscroll=True, interactive=False, elem_id="monitor-logs",
                       elem_classes="logs")
@@ -63,12 +65,12 @@ def build(runs_root: Path) -> MonitorTab:
     timer = gr.Timer(REFRESH_S)
     outputs = [progress, *plots.values(), logs, seen, timer]
 
-    loaded: dict[Path, tuple] = {}  # run directory -> (change signature, metrics, SFT metrics) last read
+    loaded: dict[Path, tuple] = {}  # run directory -> (change signature, metrics, SFT metrics, eval metrics)
 
     def run_metrics(run_dir: Path, signature: tuple):
         """The run's metrics, read again only when its files changed (the timer ticks every few seconds)."""
         if run_dir not in loaded or loaded[run_dir][0] != signature:
-            loaded[run_dir] = (signature, read_metrics(run_dir), read_sft_metrics(run_dir))
+            loaded[run_dir] = (signature, read_metrics(run_dir), read_sft_metrics(run_dir), read_eval_metrics(run_dir))
         return loaded[run_dir][1:]
 
     def draw(run_id, last_signature, force=False):
@@ -81,15 +83,16 @@ def build(runs_root: Path) -> MonitorTab:
         signature = change_signature(run_dir)
         status = read_status(run_dir)
         state = effective_state(status)
-        metrics, sft_metrics = run_metrics(run_dir, signature)
+        metrics, sft_metrics, eval_metrics = run_metrics(run_dir, signature)
         progress_now = progress_html(run_id, state, status, metrics, sft_metrics)
         if signature == last_signature and not force:
             # Unchanged: only the progress line (its elapsed time moves on); an ended run will not
             # change again, so stop polling it.
             keep_polling = state in ACTIVE_STATES
             return (progress_now, *[gr.skip()] * (len(outputs) - 2), gr.Timer(active=keep_polling))
-        figures: dict = charts.monitor_figures(metrics, sft_metrics)
+        figures: dict = charts.monitor_figures(metrics, sft_metrics, eval_metrics)
         figures["sft"] = gr.Plot(figures["sft"], visible=not sft_metrics.empty)
+        figures["held_out"] = gr.Plot(figures["held_out"], visible=not eval_metrics.empty)
         return (progress_now, *[figures[name] for name in plots], tail_logs(run_dir, LOG_LINES), signature,
                 gr.Timer(active=True))
 

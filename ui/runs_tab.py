@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from rft import evaluation
+from rft.background import Done, run_reporting
 from rft.jobs import threads_beside_jobs
 from rft.monitoring import downsample, runs_frame
 from rft.runs import delete_run, list_runs, read_metrics
@@ -44,14 +46,17 @@ def build(runs_root: Path) -> RunsTab:
     message = gr.HTML(elem_id="runs-message")
     compare = gr.Dropdown([], multiselect=True, label="Overlay reward curves", elem_id="runs-compare")
     overlay = gr.Plot(show_label=False, elem_id="chart-overlay")
-    gr.Markdown("### Evaluate a checkpoint\nPlays held-out Wordle games (or answers held-out arithmetic problems) "
-                "with the selected run's base model, SFT warm start or a checkpoint, greedily, and shows the same "
-                "table as `python -m rft eval`. On a CPU a Wordle game takes minutes: start with a few.")
+    gr.Markdown("### Evaluate a checkpoint\nThe selected run's base model, SFT warm start or a checkpoint on items it "
+                "never trained on: Wordle runs play held-out games, arithmetic runs answer held-out problems, any "
+                "other run answers its held-out rows (Train tab: Held-out rows), scored by its own reward functions. "
+                "The table is the one `python -m rft eval` prints. On a CPU a Wordle game takes minutes: start "
+                "with a few.")
     with gr.Row(equal_height=True, elem_classes="toolbar"):
         checkpoint = gr.Dropdown([], label="Checkpoint", scale=3, elem_id="eval-checkpoint")
-        count = gr.Number(evaluation.DEFAULT_COUNT, precision=0, minimum=1, maximum=200, label="Games / problems",
-                          scale=1, elem_id="eval-count")
+        count = gr.Number(evaluation.DEFAULT_COUNT, precision=0, minimum=1, maximum=1000,
+                          label="Games / problems / rows", scale=1, elem_id="eval-count")
         run_eval = gr.Button("Evaluate", size="sm", scale=0, min_width=100, elem_id="eval-run")
+        cancel_eval = gr.Button("Cancel", size="sm", scale=0, min_width=90, elem_id="eval-cancel", interactive=False)
     eval_result = gr.Code(label="Evaluation", language=None, interactive=False, elem_id="eval-result")
 
     def load_table(current, compared):
@@ -109,18 +114,34 @@ def build(runs_root: Path) -> RunsTab:
         return gr.update(choices=choices, value=choices[-1] if choices else None)
 
     def evaluate(run_id, choice, games):
+        """Progress lines while it runs (in place of any earlier result), then the table; Cancel or
+        closing the page stops it at its next batch (rft.background)."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None or not choice:
-            return "Select a run and a checkpoint first."
-        try:
+            yield "Select a run and a checkpoint first.", gr.update(interactive=False)
+            return
+        count = int(games or evaluation.DEFAULT_COUNT)
+        started = time.monotonic()
+
+        def work(report):
             with threads_beside_jobs(runs_root):
-                return evaluation.evaluate_checkpoint(run_dir, choice, int(games or evaluation.DEFAULT_COUNT))
-        except Exception as exc:  # a model that cannot load, a run without an evaluator: say so, keep the page
-            return f"Evaluation failed: {type(exc).__name__}: {exc}"
+                return evaluation.evaluate_checkpoint(run_dir, choice, count, on_progress=report)
+
+        try:
+            for update in run_reporting(work, first_text="loading the model"):
+                if isinstance(update, Done):
+                    yield update.result, gr.update(interactive=False)
+                else:
+                    yield (f"Evaluating {choice} of {run_id} on {count} {evaluation.evaluation_unit(run_dir)}: "
+                           f"{update.text} · {time.monotonic() - started:.0f} s"), gr.update(interactive=True)
+        except Exception as exc:  # a model that cannot load, a run without held-out rows: say so, keep the page
+            yield f"Evaluation failed: {type(exc).__name__}: {exc}", gr.update(interactive=False)
 
     refresh.click(reload_table, [selected, compare], [table, selected, compare, message])
     selected.change(list_checkpoints_of, selected, checkpoint)
-    run_eval.click(evaluate, [selected, checkpoint, count], eval_result)
+    evaluating = run_eval.click(evaluate, [selected, checkpoint, count], [eval_result, cancel_eval])
+    cancel_eval.click(lambda: ("Evaluation cancelled.", gr.update(interactive=False)), None,
+                      [eval_result, cancel_eval], cancels=[evaluating])
     table.select(pick_row, table, selected)
     delete.click(ask_delete, selected, [confirm_row, confirm_text, message])
     cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from rft import data as datasets
-from rft import generation, models, sft
+from rft import generation, held_out, models, sft
 from rft.config import GRPOConfig, OptimConfig, RunConfig
 from rft.distributed import Processes
 from rft.faults import fault_point
@@ -236,6 +236,10 @@ class Trainer:
                         f"trainable {trainable:,} of {total:,} parameters")
         self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}")
         self.prompts = self._prepare_prompts()
+        self.held_out_rows = datasets.load_held_out_rows(cfg.data) if cfg.schedule.eval_every else []
+        if self.held_out_rows:
+            self.writer.log(f"held out: {len(self.held_out_rows)} rows, evaluated greedily every "
+                            f"{cfg.schedule.eval_every} steps with the run's reward functions")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
         self.max_steps = self._max_steps()
@@ -594,6 +598,24 @@ class Trainer:
                 })
         return records
 
+    # ---- held-out evaluation (rft.held_out) ---------------------------------------------------
+
+    def evaluation_due(self, step: int) -> bool:
+        every = self.config.schedule.eval_every
+        return bool(self.held_out_rows) and self.processes.is_main and (step % every == 0 or step == self.max_steps)
+
+    def evaluate_held_out(self, step: int) -> None:
+        """The policy as it is after `step` (0: before training) on the held-out rows, to eval_metrics.jsonl."""
+        self.writer.set_status("running", phase="evaluating")
+        self.model.eval()
+        summary = held_out.evaluate_rows(self.model, self.tokenizer, self.config, self.held_out_rows, self.rewards)
+        self.writer.append_eval_metrics(held_out.metrics_row(step, summary))
+        reward = summary["reward"]
+        functions = " · ".join(f"{name} {stats['mean']:.3f}" for name, stats in summary["functions"].items())
+        self.writer.log(f"held-out: reward {reward['mean']:.3f} (95% {reward['low']:.3f} to {reward['high']:.3f}) "
+                        f"· {functions} · {summary['rows']} rows, {summary['seconds']:.0f} s", step)
+        self.writer.set_status("running", phase="training")
+
     # ---- checkpoints ------------------------------------------------------------------------
 
     def save_checkpoint(self, step: int) -> Path:
@@ -672,6 +694,8 @@ class Trainer:
         last_saved = start
         self.flat_steps = 0
         self.writer.take_lines()  # a follower's set-up lines repeat the main process's
+        if start == 0 and self.evaluation_due(0):
+            self.evaluate_held_out(0)
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
             self.take_reward_change(step)
@@ -702,6 +726,8 @@ class Trainer:
                 if main:  # every process holds the same adapter
                     self.save_checkpoint(step)
                 last_saved = step
+            if self.evaluation_due(step):
+                self.evaluate_held_out(step)
             if main:
                 self.writer.set_status("stopping" if stop else "running", step=step, last_reward=row["reward"],
                                        last_saved=last_saved)

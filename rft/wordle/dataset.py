@@ -57,6 +57,23 @@ def training_rows(num_secrets: int = DEFAULT_NUM_SECRETS, seed: int = 0) -> list
     return rows
 
 
+def held_out_rows(count: int) -> list[dict]:
+    """`count` game states of the held-out secrets, made as the training rows are (a solver game
+    and a random one per secret, every state before a guess), for a run's periodic evaluation."""
+    rng = random.Random(HELD_OUT_SEED)
+    rows, seen = [], set()
+    for secret in held_out_secrets():
+        for game in (solve(secret), random_game(secret, rng)):
+            for turn in range(len(game)):
+                history = [list(pair) for pair in game[:turn]]
+                if (secret, str(history)) not in seen and len(rows) < count:
+                    seen.add((secret, str(history)))
+                    rows.append(make_row(secret, history))
+        if len(rows) == count:
+            break
+    return rows
+
+
 def random_game(secret: str, rng: random.Random) -> list[tuple[str, str]]:
     """A game of uniformly random answer words: (guess, feedback) pairs until won or six."""
     history = []

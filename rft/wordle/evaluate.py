@@ -40,6 +40,7 @@ def evaluate(
     temperature: float = DEFAULT_TEMPERATURE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_game_played: Callable[[int, GameResult], None] | None = None,
+    on_round_played: Callable[[int, int], None] | None = None,
 ) -> dict:
     """The model plays one game per secret; the summary, the solver's figures and every turn.
 
@@ -47,9 +48,11 @@ def evaluate(
     included: the format pass rate is the share of well-formed answers (a <think> block, then a
     <guess> block, nothing else: output_format_check above 0), the valid-guess rate the share
     of guesses that were allowed five-letter words and got feedback. `on_game_played(index,
-    result)` is called as each game ends, for progress.
+    result)` is called as each game ends, `on_round_played(turn, games still going)` after each
+    turn of every game still going, for progress.
     """
-    results = play_games(model, tokenizer, list(secrets), max_new_tokens, temperature, batch_size, on_game_played)
+    results = play_games(model, tokenizer, list(secrets), max_new_tokens, temperature, batch_size, on_game_played,
+                         on_round_played)
     turns = [turn for result in results for turn in result.turns]
     return {
         "games": len(results),

@@ -119,10 +119,12 @@ def play_games(
     temperature: float = 0.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_game_played: Callable[[int, GameResult], None] | None = None,
+    on_round_played: Callable[[int, int], None] | None = None,
 ) -> list[GameResult]:
     """Full games, each until its secret is guessed or six turns are used. The games still going
     play their next turn together, `batch_size` prompts per generation: on a CPU a batch of 16
-    costs little more time than one prompt. `on_game_played(index, result)` is called as each game ends.
+    costs little more time than one prompt. `on_game_played(index, result)` is called as each game
+    ends, `on_round_played(turn, games still going)` after every turn.
     """
     results = [GameResult(secret=secret.upper()) for secret in secrets]
     playing = list(range(len(results)))
@@ -138,4 +140,6 @@ def play_games(
         for index in finished:
             if on_game_played is not None:
                 on_game_played(index, results[index])
+        if on_round_played is not None:
+            on_round_played(max(len(results[i].turns) for i in range(len(results))), len(playing))
     return results

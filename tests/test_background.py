@@ -1,0 +1,50 @@
+"""Page work that reports progress and stops when the page stops waiting for it."""
+
+import threading
+import time
+
+import pytest
+
+from rft.background import Cancelled, Done, Progress, run_reporting
+
+
+def test_progress_then_the_result():
+    def work(report):
+        for batch in range(3):
+            report(f"{batch} done")
+            time.sleep(0.05)
+        return "table"
+
+    items = list(run_reporting(work, poll_s=0.02))
+    assert isinstance(items[-1], Done) and items[-1].result == "table"
+    assert all(isinstance(item, Progress) for item in items[:-1]) and len(items) > 1
+
+
+def test_the_works_error_reaches_the_page():
+    def work(report):
+        raise ValueError("no held-out rows")
+
+    with pytest.raises(ValueError, match="no held-out rows"):
+        list(run_reporting(work, poll_s=0.01))
+
+
+def test_closing_the_generator_stops_the_work_at_its_next_report():
+    batches_done, ended = [], threading.Event()
+
+    def work(report):
+        try:
+            for batch in range(1000):
+                time.sleep(0.02)
+                report(f"{batch}")
+                batches_done.append(batch)
+        except Cancelled:
+            ended.set()
+            raise
+
+    updates = run_reporting(work, poll_s=0.05)
+    assert isinstance(next(updates), Progress)
+    updates.close()  # what Gradio does on Cancel, or when the browser tab closes
+    assert ended.wait(2)
+    stopped_at = len(batches_done)
+    time.sleep(0.1)
+    assert len(batches_done) == stopped_at < 1000
