@@ -6,6 +6,7 @@ wrote for the same prompt at two training steps (from rollouts.jsonl, nothing ge
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,14 +141,17 @@ def score(runtime: RewardRuntime, prompt_text: str, completions: list[str], exam
 
 
 def compare_policies(cache: PolicyCache, policies: list[Policy], prompt: PromptChoice, config: RunConfig,
-                     settings: GenerationSettings) -> list[SideResult]:
-    """Each policy's completions for `prompt`, scored with `config`'s reward functions."""
+                     settings: GenerationSettings, on_side: Callable[[str], None] | None = None) -> list[SideResult]:
+    """Each policy's completions for `prompt`, scored with `config`'s reward functions;
+    `on_side(text)` hears which side is being generated."""
     problems = settings.problems()
     if problems:
         raise CompareError("; ".join(problems))
     results = []
     with RewardRuntime(config.rewards.source, config.rewards.weights, config.rewards.timeout_s) as runtime:
-        for policy in policies:
+        for index, policy in enumerate(policies):
+            if on_side is not None:
+                on_side(f"policy {chr(ord('A') + index)} ({policy.label})")
             model, tokenizer = cache.load(policy)
             completions = generate(model, tokenizer, prompt.messages, settings)
             prompt_text = datasets.render_prompt(tokenizer, prompt.messages)

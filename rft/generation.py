@@ -36,6 +36,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from rft import prefix_cache
+from rft.background import raise_if_cancelled
 
 DECODE_ATTENTION = "rft_decode"
 COMPACT_WHEN_FINISHED = 0.25  # drop finished rows once this share of the batch has finished
@@ -183,6 +184,7 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats
         unfinished = torch.ones(rows, dtype=torch.bool, device=device)
         steps = 0
         for step in range(max_new_tokens):
+            raise_if_cancelled()
             tokens = _pick(next_logits, warpers)
             tokens = torch.where(unfinished, tokens, pad_id)
             output[active, step] = tokens

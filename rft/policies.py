@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from rft.config import BUNDLED_MODEL
 from rft.models import load_for_inference
 from rft.runs import checkpoint_path, list_checkpoints, read_config, run_dir_for, sft_adapter_path
 
@@ -58,15 +59,26 @@ def start_policy(run_dir: str | Path) -> Policy:
 # ---- the policy picker's choices -----------------------------------------------------------------
 
 BASE_CHOICE = "base"
+SFT_CHOICE = "sft"
+MODEL_CHOICE = "model"  # `<model reference>@model`: a base model no run uses yet (the bundled one)
 
 
-def policy_key(run_id: str, step: int | None) -> str:
-    """The value a policy picker holds: `<run-id>@base` or `<run-id>@<step>`."""
+def policy_key(run_id: str, step: int | str | None) -> str:
+    """The value a policy picker holds: `<run-id>@base`, `<run-id>@sft` or `<run-id>@<step>`."""
     return f"{run_id}@{BASE_CHOICE if step is None else step}"
 
 
+def run_policy_keys(runs_root: str | Path, run_id: str) -> tuple[str, str]:
+    """The two policies a comparison of one run starts from: where it started (its SFT warm start,
+    else its base model) and where it got to (its last checkpoint, else where it started)."""
+    run_dir = run_dir_for(runs_root, run_id)
+    start = policy_key(run_id, SFT_CHOICE if sft_adapter_path(run_dir) is not None else None)
+    steps = list_checkpoints(run_dir)
+    return start, policy_key(run_id, steps[-1]) if steps else start
+
+
 def policy_choices(runs_root: str | Path, run_ids: list[str]) -> list[tuple[str, str]]:
-    """(label, key) for every base model (once per model) and every checkpoint of the given runs."""
+    """(label, key) for every base model (once per model), and every SFT warm start and checkpoint of the given runs."""
     bases, checkpoints, seen_models = [], [], set()
     for run_id in run_ids:
         run_dir = run_dir_for(runs_root, run_id)
@@ -77,7 +89,11 @@ def policy_choices(runs_root: str | Path, run_ids: list[str]) -> list[tuple[str,
         if model not in seen_models:
             seen_models.add(model)
             bases.append((f"base model · {model}", policy_key(run_id, None)))
+        if sft_adapter_path(run_dir) is not None:
+            checkpoints.append((f"{run_id} · SFT warm start", policy_key(run_id, SFT_CHOICE)))
         checkpoints += [(f"{run_id} · step {step}", policy_key(run_id, step)) for step in list_checkpoints(run_dir)]
+    if BUNDLED_MODEL not in seen_models:  # playable before any run exists
+        bases.append((f"base model · {BUNDLED_MODEL}", f"{BUNDLED_MODEL}@{MODEL_CHOICE}"))
     return bases + checkpoints
 
 
@@ -86,6 +102,8 @@ def resolve_policy(runs_root: str | Path, key: str | None) -> Policy:
     run_id, sep, which = (key or "").rpartition("@")
     if not sep:
         raise PolicyError("Choose a policy: a base model or a run's checkpoint.")
+    if which == MODEL_CHOICE:
+        return Policy(run_id, None, f"base model ({run_id})")
     try:
         run_dir = run_dir_for(runs_root, run_id)
     except ValueError as exc:
@@ -94,6 +112,11 @@ def resolve_policy(runs_root: str | Path, key: str | None) -> Policy:
         raise PolicyError(f"run {run_id} no longer exists; refresh the list of policies")
     if which == BASE_CHOICE:
         return base_policy(run_dir)
+    if which == SFT_CHOICE:
+        warm_start = sft_adapter_path(run_dir)
+        if warm_start is None:
+            raise PolicyError(f"run {run_id} has no SFT warm start")
+        return Policy(read_config(run_dir).model.name_or_path, warm_start, f"{run_id} · SFT warm start")
     if not which.isdigit():
         raise PolicyError(f"{key!r} names no checkpoint")
     return checkpoint_policy(run_dir, int(which))

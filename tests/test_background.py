@@ -48,3 +48,32 @@ def test_closing_the_generator_stops_the_work_at_its_next_report():
     stopped_at = len(batches_done)
     time.sleep(0.1)
     assert len(batches_done) == stopped_at < 1000
+
+
+def test_a_generation_inside_the_work_stops_within_a_token(tiny_model_dir, monkeypatch):
+    from rft import generation
+    from rft.models import load_for_inference
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir), device="cpu")
+    prompt = tokenizer("Say something", return_tensors="pt")
+    tokens_decoded = []
+    real_pick = generation._pick
+
+    def counting_pick(logits, warpers):
+        tokens_decoded.append(1)
+        time.sleep(0.01)  # a slow machine: the page goes away mid-generation
+        return real_pick(logits, warpers)
+
+    def work(report):
+        report("generating")
+        return generation.generate(model, prompt.input_ids, prompt.attention_mask, 1, 5000, [-1],
+                                   tokenizer.pad_token_id, temperature=1.0)
+
+    monkeypatch.setattr(generation, "_pick", counting_pick)
+    updates = run_reporting(work, poll_s=0.05)
+    next(updates)
+    updates.close()
+    time.sleep(0.3)
+    stopped_at = len(tokens_decoded)
+    time.sleep(0.2)
+    assert len(tokens_decoded) == stopped_at < 5000

@@ -18,7 +18,9 @@ from rft.compare import (
     rollouts_at_step,
     typed_prompt,
 )
-from rft.policies import PolicyCache, PolicyError, base_policy, checkpoint_policy, policy_choices, resolve_policy
+from rft.config import BUNDLED_MODEL
+from rft.policies import (Policy, PolicyCache, PolicyError, base_policy, checkpoint_policy, policy_choices,
+                          resolve_policy, run_policy_keys)
 from rft.runs import read_config, read_rollouts
 
 
@@ -30,9 +32,16 @@ def cache():
 def test_choices_list_the_base_model_once_and_every_checkpoint(tiny_run_dir):
     runs_root, run_id = tiny_run_dir.parent, tiny_run_dir.name
     choices = policy_choices(runs_root, [run_id])
-    assert [key for _, key in choices] == [f"{run_id}@base", f"{run_id}@1", f"{run_id}@2", f"{run_id}@3"]
+    bundled = f"{BUNDLED_MODEL}@model"  # playable before any run of it exists
+    assert [key for _, key in choices] == [f"{run_id}@base", bundled, f"{run_id}@1", f"{run_id}@2", f"{run_id}@3"]
     assert resolve_policy(runs_root, f"{run_id}@2").adapter == tiny_run_dir / "checkpoints" / "step-2"
     assert resolve_policy(runs_root, f"{run_id}@base").adapter is None
+    assert resolve_policy(runs_root, bundled) == Policy(BUNDLED_MODEL, None, f"base model ({BUNDLED_MODEL})")
+    assert [key for _, key in policy_choices(runs_root, [])] == [bundled]
+    # A run's own pair for Compare: where it started (no warm start: its base model), its last checkpoint.
+    assert run_policy_keys(runs_root, run_id) == (f"{run_id}@base", f"{run_id}@3")
+    with pytest.raises(PolicyError, match="no SFT warm start"):
+        resolve_policy(runs_root, f"{run_id}@sft")
 
 
 @pytest.mark.parametrize("key, message", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from rft.background import Done, run_reporting
 from rft.compare import (
     DEFAULT_COMPLETIONS,
     DEFAULT_MAX_NEW_TOKENS,
@@ -27,7 +29,7 @@ from rft.compare import (
 )
 from rft.config import ConfigError
 from rft.jobs import threads_beside_jobs
-from rft.policies import resolve_policy
+from rft.policies import resolve_policy, run_policy_keys
 from rft.rewards import RewardCodeError
 from rft.runs import read_config
 from ui.common import missing_run_notice, notice, resolve_run, run_picker_update, score_table
@@ -64,6 +66,7 @@ def build(runs_root: Path) -> CompareTab:
                                 info="The run's own value when a run is chosen")
         seed = gr.Number(0, label="Seed", precision=0, minimum=0)
         generate = gr.Button("Generate and score", variant="primary", elem_id="compare-generate")
+        cancel = gr.Button("Cancel", elem_id="compare-cancel", interactive=False, min_width=90, scale=0)
     message = gr.HTML(elem_id="compare-message")
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -100,22 +103,26 @@ def build(runs_root: Path) -> CompareTab:
                 policy_picker_update(runs_root, key_b))
 
     def on_run_change(run_id):
-        """The run's dataset prompts, its stored prompts and its sampling settings."""
+        """The run's dataset prompts, its stored prompts, its sampling settings, and its own policies:
+        A where it started (SFT warm start or base model), B its last checkpoint."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
             message = missing_run_notice(run_id) if run_id else \
                 notice("Choose a run: its dataset gives the prompts and its reward functions score them.")
-            return gr.update(choices=[], value=None), gr.update(choices=[], value=None), gr.skip(), gr.skip(), message
+            return (gr.update(choices=[], value=None), gr.update(choices=[], value=None), gr.skip(), gr.skip(),
+                    gr.skip(), gr.skip(), message)
+        start, latest = run_policy_keys(runs_root, run_id)
+        policies = (policy_picker_update(runs_root, start), policy_picker_update(runs_root, latest))
         try:
             config = read_config(run_dir)
             prompts = dataset_prompts(config)
         except (ConfigError, CompareError) as exc:
-            return (gr.update(choices=[], value=None), stored_prompt_update(run_dir), gr.skip(), gr.skip(),
+            return (gr.update(choices=[], value=None), stored_prompt_update(run_dir), gr.skip(), gr.skip(), *policies,
                     notice(str(exc), "warn"))
         labels = [prompt.label for prompt in prompts]
         settings = GenerationSettings.from_run(config)
         return (gr.update(choices=labels, value=labels[0] if labels else None), stored_prompt_update(run_dir),
-                settings.max_new_tokens, settings.temperature, "")
+                settings.max_new_tokens, settings.temperature, *policies, "")
 
     def stored_prompt_update(run_dir: Path):
         stored = prompts_across_steps(run_dir)
@@ -130,9 +137,12 @@ def build(runs_root: Path) -> CompareTab:
                 gr.update(choices=steps, value=steps[-1] if steps else None))
 
     def run_comparison(run_id, key_a, key_b, picked_label, typed, n, max_new, temp, seed_value):
+        """Progress while both sides generate, then the two tables; Cancel, or closing the page, stops
+        the generation within a token (rft.background)."""
+        idle = gr.update(interactive=False)
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
-            yield notice("Choose a run first.", "warn"), *empty_sides()
+            yield notice("Choose a run first.", "warn"), *empty_sides(), idle
             return
         try:
             config = read_config(run_dir)
@@ -146,19 +156,28 @@ def build(runs_root: Path) -> CompareTab:
                                                    temperature=float(temp or 0), seed=int(seed_value or 0))
             policies = [resolve_policy(runs_root, key_a), resolve_policy(runs_root, key_b)]
         except (ConfigError, CompareError, *POLICY_FAILURES) as exc:
-            yield notice(str(exc), "warn"), *empty_sides()
+            yield notice(str(exc), "warn"), *empty_sides(), idle
             return
-        yield notice(f"Generating {settings.num_completions} completion(s) per side, up to {settings.max_new_tokens} "
-                     "new tokens each; loading a policy takes a few seconds the first time…"), *empty_sides()
-        try:
+        started = time.monotonic()
+
+        def work(report):
             with threads_beside_jobs(runs_root):
-                results = compare_policies(LOADED_POLICIES, policies, prompt, config, settings)
+                return compare_policies(LOADED_POLICIES, policies, prompt, config, settings, on_side=report)
+
+        try:
+            for update in run_reporting(work, first_text=f"loading {policies[0].label}"):
+                if isinstance(update, Done):
+                    results = update.result
+                else:
+                    yield (notice(f"Generating {settings.num_completions} completion(s) per side, up to "
+                                  f"{settings.max_new_tokens} new tokens each: {update.text} · "
+                                  f"{time.monotonic() - started:.0f} s"), *empty_sides(), gr.update(interactive=True))
         except (CompareError, RewardCodeError, *POLICY_FAILURES) as exc:
-            yield notice(f"The comparison failed: {exc}", "error"), *empty_sides()
+            yield notice(f"The comparison failed: {exc}", "error"), *empty_sides(), idle
             return
         yield (notice(f"Seed {settings.seed}, temperature {settings.temperature:g}, top-p {settings.top_p:g}, "
                       f"top-k {settings.top_k or 'off'}: the same for both sides.", "ok"),
-               *side_outputs(results[0]), *side_outputs(results[1]))
+               *side_outputs(results[0]), *side_outputs(results[1]), idle)
 
     def show_two_steps(run_id, prompt_text, first, second):
         run_dir = resolve_run(runs_root, run_id)
@@ -172,11 +191,13 @@ def build(runs_root: Path) -> CompareTab:
 
     pickers = [run, policy_a, policy_b]
     refresh.click(load_pickers, pickers, pickers)
-    run.change(on_run_change, run, [prompt_pick, stored_prompt, max_tokens, temperature, message])
+    run.change(on_run_change, run, [prompt_pick, stored_prompt, max_tokens, temperature, policy_a, policy_b, message])
     stored_prompt.change(on_stored_prompt_change, [run, stored_prompt], [step_a, step_b])
-    generate.click(run_comparison, [run, policy_a, policy_b, prompt_pick, prompt_typed, count, max_tokens, temperature,
-                                    seed],
-                   [message, summary_a, table_a, summary_b, table_b])
+    comparing = generate.click(run_comparison, [run, policy_a, policy_b, prompt_pick, prompt_typed, count, max_tokens,
+                                                temperature, seed],
+                               [message, summary_a, table_a, summary_b, table_b, cancel])
+    cancel.click(lambda: (notice("Comparison cancelled.", "info"), gr.update(interactive=False)), None,
+                 [message, cancel], cancels=[comparing])
     show_steps.click(show_two_steps, [run, stored_prompt, step_a, step_b],
                      [steps_message, steps_summary_a, steps_table_a, steps_summary_b, steps_table_b])
     return CompareTab(on_load=(load_pickers, pickers, pickers))

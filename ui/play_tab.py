@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
+from rft.background import Done, Progress, run_reporting
 from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy
 from rft.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
@@ -60,9 +62,10 @@ def build(runs_root: Path) -> PlayTab:
             game_state = gr.State(None)
         with gr.Tab("Watch", id="watch"):
             with gr.Row(equal_height=True, elem_classes="toolbar"):
-                watch_secret = gr.Textbox(label="Secret for the checkpoint", max_lines=1, scale=3,
-                                          elem_id="watch-secret")
+                watch_secret = gr.Textbox(label="Secret for the checkpoint (optional; leave empty for a random "
+                                                "held-out word)", max_lines=1, scale=3, elem_id="watch-secret")
                 watch = gr.Button("Play", variant="primary", elem_id="watch-play")
+                stop_watch = gr.Button("Stop", elem_id="watch-stop", interactive=False, min_width=80, scale=0)
             watch_message = gr.HTML(elem_id="watch-message")
             watch_turns = gr.HTML(elem_id="watch-turns")
 
@@ -94,45 +97,65 @@ def build(runs_root: Path) -> PlayTab:
         yield game, notice("The checkpoint is thinking…"), *versus_outputs(game), ""
         while game.model_to_play:
             try:
-                model, tokenizer = LOADED_POLICIES.load(resolve_policy(runs_root, policy_key))
-                with threads_beside_jobs(runs_root):
-                    turn = play_turn(model, tokenizer, game.secret, game.model.history,
-                                     max_new_tokens=clamp_tokens(max_new))
-                game.record_model_turn(turn)
+                policy_choice = resolve_policy(runs_root, policy_key)
+                for update in model_turn(policy_choice, game.secret, game.model.history, max_new):
+                    if isinstance(update, Done):
+                        game.record_model_turn(update.result)
+                    else:
+                        yield game, notice(f"The checkpoint is thinking… {update.text}"), gr.skip(), gr.skip(), \
+                            gr.skip(), gr.skip()
             except POLICY_FAILURES as exc:
                 yield game, notice(f"The checkpoint could not play: {exc}. Pick another and press Guess.", "error"), \
                     *versus_outputs(game), gr.skip()
                 return
         yield game, versus_status(game), *versus_outputs(game), gr.skip()
 
+    def model_turn(policy_choice, secret_word: str, history, max_new):
+        """One turn of the policy, in the background: progress, then Done(turn). Closing this
+        generator (Stop, or the page closed) stops the generation within a token."""
+        def work(report):
+            report(f"loading {policy_choice.label}")
+            model, tokenizer = LOADED_POLICIES.load(policy_choice)
+            report("writing its answer")
+            with threads_beside_jobs(runs_root):
+                return play_turn(model, tokenizer, secret_word, history, max_new_tokens=clamp_tokens(max_new))
+
+        started = time.monotonic()
+        for update in run_reporting(work):
+            yield update if isinstance(update, Done) else Progress(f"{update.text} · {time.monotonic() - started:.0f} s")
+
     def watch_game(typed_secret, policy_key, max_new):
+        idle = gr.update(interactive=False)
         try:
-            secret_word = normalise_word(typed_secret, "secret")
+            secret_word = normalise_word(typed_secret, "secret") if typed_secret and typed_secret.strip() \
+                else random_secret()
             policy_choice = resolve_policy(runs_root, policy_key)
         except (InvalidGuess, *POLICY_FAILURES) as exc:
-            yield notice(str(exc), "warn"), ""
+            yield notice(str(exc), "warn"), "", idle
             return
         game = GameResult(secret=secret_word)
-        yield notice(f"{policy_choice.label} is playing…"), ""
         while game.num_guesses < MAX_GUESSES and not game.won:
             try:
-                model, tokenizer = LOADED_POLICIES.load(policy_choice)
-                with threads_beside_jobs(runs_root):
-                    game.turns.append(play_turn(model, tokenizer, game.secret, game.history,
-                                                max_new_tokens=clamp_tokens(max_new)))
+                for update in model_turn(policy_choice, game.secret, game.history, max_new):
+                    if isinstance(update, Done):
+                        game.turns.append(update.result)
+                    else:
+                        yield (notice(f"{policy_choice.label}, turn {game.num_guesses + 1} of {MAX_GUESSES}: "
+                                      f"{update.text}"), watch_html(game), gr.update(interactive=True))
             except POLICY_FAILURES as exc:
-                yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game)
+                yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game), idle
                 return
-            yield notice(f"{policy_choice.label}: turn {game.num_guesses} of {MAX_GUESSES}…"), watch_html(game)
         outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
-        yield notice(outcome, "ok" if game.won else "info"), watch_html(game)
+        yield notice(outcome, "ok" if game.won else "info"), watch_html(game), idle
 
     refresh.click(load_pickers, policy, policy)
     new_game.click(start_game, secret, [game_state, versus_message, person_board, model_board, model_thoughts, secret])
     turn_outputs = [game_state, versus_message, person_board, model_board, model_thoughts, guess]
     submit.click(take_turn, [game_state, guess, policy, max_tokens], turn_outputs)
     guess.submit(take_turn, [game_state, guess, policy, max_tokens], turn_outputs)
-    watch.click(watch_game, [watch_secret, policy, max_tokens], [watch_message, watch_turns])
+    watching = watch.click(watch_game, [watch_secret, policy, max_tokens], [watch_message, watch_turns, stop_watch])
+    stop_watch.click(lambda: (notice("Stopped.", "info"), gr.update(interactive=False)), None,
+                     [watch_message, stop_watch], cancels=[watching])
     return PlayTab(on_load=(load_pickers, [policy], [policy]))
 
 

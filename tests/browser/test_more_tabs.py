@@ -38,12 +38,21 @@ def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
     # Compare: the base model against the last checkpoint, two completions each.
     open_tab(page, "Compare")
     wait_for_choice(page, "compare-prompt", r"Say something short, number 0")
+    # The policies follow the chosen run: where it started (its base model) against its last checkpoint.
+    wait_for_choice(page, "compare-policy-a", r"base model")
+    wait_for_choice(page, "compare-policy-b", rf"{run_dir.name} · step 3")
     set_number(page, "compare-count", 2)
-    page.locator("#compare-generate").click()
-    wait_for_text(page.locator("#compare-summary-a"), r"base model[\s\S]*mean total -?\d\.\d{3}", timeout_s=90)
-    wait_for_text(page.locator("#compare-summary-b"), rf"{run_dir.name} · step 3[\s\S]*mean total")
-    assert "same for both sides" in page.locator("#compare-message").inner_text()
+    tables = []
+    for press in range(2):  # the same seed twice: the same completions, the first press included
+        page.locator("#compare-generate").click()
+        wait_for_text(page.locator("#compare-message"), r"same for both sides", timeout_s=90)
+        wait_for_text(page.locator("#compare-summary-a"), r"base model[\s\S]*mean total -?\d\.\d{3}")
+        wait_for_text(page.locator("#compare-summary-b"), rf"{run_dir.name} · step 3[\s\S]*mean total")
+        both = lambda: page.locator("#compare-table-a").inner_text() + page.locator("#compare-table-b").inner_text()  # noqa: E731
+        tables.append(wait_until(both, r"^(?![\s\S]*processing)[\s\S]*shorter_is_better"))
+    assert tables[0] == tables[1]
     assert page.locator("#compare-table-b [role=grid]").get_attribute("aria-rowcount") == "3"  # header + 2
+    assert page.locator("#compare-cancel").first.is_disabled()
     # The same prompt at steps 1 and 3, from the rollouts.
     page.locator("#compare-show-steps").click()
     wait_for_text(page.locator("#compare-steps-summary-a"), r"step 1[\s\S]*mean total")
@@ -75,14 +84,17 @@ def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
     assert page.locator("#versus-reasoning details").first.get_attribute("open") is not None
     screenshot(page, "6-play-versus")
 
-    # Play Wordle, watch: the checkpoint plays alone.
+    # Play Wordle, watch: the checkpoint plays alone; an empty secret is a random held-out word.
     page.get_by_role("tab", name="Watch", exact=True).click()
+    page.locator("#watch-play").click()
+    wait_for_text(page.locator("#watch-message"), r"Not solved; the secret was [A-Z]{5}", timeout_s=90)
     page.locator("#watch-secret input").fill("crane")
     page.locator("#watch-play").click()
     wait_for_text(page.locator("#watch-message"), r"Not solved; the secret was CRANE", timeout_s=90)
     turns = page.locator("#watch-turns .watch-turn")
     assert turns.count() == 6
     assert "output_format_check" in turns.first.inner_text() and "guess_value" in turns.first.inner_text()
+    assert page.locator("#watch-stop").first.is_disabled()
     screenshot(page, "7-play-watch")
 
     # Inspect: the tokens of a step-3 completion under the sampling, updated and reference policies.
