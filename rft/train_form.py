@@ -163,6 +163,10 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
 }
 
 ALL_FIELDS: list[FormField] = [f for fields in HYPERPARAMETER_GROUPS.values() for f in fields]
+# Shown in one row above the launch summary; every other field waits in the collapsed groups, so the
+# tab's essentials fit one screen.
+ESSENTIAL_FIELDS = ("sampling.num_generations", "sampling.max_completion_length", "sampling.temperature",
+                    "optim.prompts_per_step", "optim.learning_rate", "grpo.beta", "schedule.max_steps", "sft.enabled")
 BATCH_FIELDS = ("sampling.num_generations", "sampling.max_completion_length", "optim.prompts_per_step",
                 "optim.gradient_accumulation_steps", "schedule.max_steps")
 
@@ -247,6 +251,23 @@ def effective_batch_summary(config: RunConfig) -> str:
     if 2 <= s.num_generations < 4:
         lines.append("Few completions per group: many groups will have identical rewards and teach nothing.")
     return "  \n".join(lines)
+
+
+# The "Quick try" button: a run of a minute or two that shows the whole loop working and measures
+# this machine's speed for the estimate, before an hour-long launch.
+QUICK_TRY = {"schedule.max_steps": 3, "schedule.save_every": 3, "sft.examples": 16, "schedule.eval_every": 0}
+ESTIMATE_FIELDS = ("sft.enabled", "sft.examples", "sft.epochs", "schedule.max_steps")
+
+
+def launch_summary(config: RunConfig, runs_root: str | Path) -> str:
+    """The effective batch, and how long the run will take here (from earlier runs' measured speed)."""
+    from rft.estimate import estimate_run
+
+    estimate = estimate_run(config, runs_root)
+    timing = estimate.describe() if estimate else (
+        "**Estimated time:** no earlier run of this model on this machine to measure from. *Quick try* sets a "
+        "3-step run (16 demonstrations when the SFT warm start is on) that measures it in a minute or two.")
+    return effective_batch_summary(config) + "  \n" + timing
 
 
 def cli_command(config_path: str | Path) -> str:

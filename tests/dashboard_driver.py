@@ -110,6 +110,14 @@ def open_tab(page, label: str) -> None:
     page.get_by_role("tab", name=label, exact=True).click()
 
 
+def open_all_settings(page) -> None:
+    """Opens the Train tab's collapsed "All settings" groups (the essentials are always shown)."""
+    settings = page.locator("#all-settings")
+    if not page.locator("#hp-schedule-save-every").first.is_visible():
+        settings.get_by_text("All settings").first.click()
+        page.locator("#hp-schedule-save-every").first.wait_for(state="visible")
+
+
 def choose(page, element_id: str, option: str) -> None:
     """Picks `option` in the dropdown `element_id`, as a user does."""
     page.locator(f"#{element_id} input").click()

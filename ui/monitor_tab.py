@@ -21,6 +21,10 @@ from ui import charts
 from ui.common import missing_run_notice, resolve_run, run_picker_update, state_badge
 
 REFRESH_S = 1.5
+SCROLL_LOGS_TO_END = """() => {
+    const box = document.querySelector('#monitor-logs textarea');
+    if (box) requestAnimationFrame(() => { box.scrollTop = box.scrollHeight; });
+}"""
 LOG_LINES = 300
 LOSS_NOTE = (
     "**Watch the reward, not the loss.** With one optimisation pass per batch the GRPO loss stays near 0 by "
@@ -99,6 +103,8 @@ def build(runs_root: Path) -> MonitorTab:
     def show_run(run_id):
         return run_picker_update(runs_root, run_id), gr.Timer(active=True)
 
+    # The latest lines are at the bottom: show them when the box fills, not the oldest.
+    logs.change(None, None, None, js=SCROLL_LOGS_TO_END)
     run.change(lambda run_id: draw(run_id, None, force=True), run, outputs, show_progress="hidden")
     timer.tick(draw, [run, seen], outputs, show_progress="hidden")
     refresh.click(lambda run_id: (run_picker_update(runs_root, run_id), *draw(run_id, None, force=True)[:-1]),

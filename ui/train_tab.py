@@ -92,6 +92,17 @@ def build(runs_root: Path) -> TrainTab:
             job_status = gr.HTML(elem_id="job-status", min_height=32)
     job_message = gr.HTML(elem_id="job-message")
 
+    # The essentials and what they add up to (batch, time) sit under the job bar; everything else is
+    # in "All settings" below the dataset and reward code.
+    fields_by_path = {field.path: field for field in form.ALL_FIELDS}
+    field_inputs: dict[str, gr.components.Component] = {}
+    with gr.Row(equal_height=True, elem_classes="hyperparameters essentials"):
+        for path in form.ESSENTIAL_FIELDS:
+            field_inputs[path] = _field_input(fields_by_path[path], form.get_path(config, path))
+    with gr.Row(equal_height=True):
+        batch_summary = gr.Markdown(form.launch_summary(config, runs_root), elem_id="batch-summary")
+        quick_try = gr.Button("Quick try", size="sm", scale=0, min_width=100, elem_id="quick-try")
+
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=380, elem_classes="panel"):
             gr.Markdown("### Dataset")
@@ -133,15 +144,15 @@ def build(runs_root: Path) -> TrainTab:
                                       interactive=False, wrap=True, max_height=320, elem_id="try-result",
                                       elem_classes="score-table")
 
-    gr.Markdown("### Hyperparameters", elem_classes="section-title")
-    field_inputs: dict[str, gr.components.Component] = {}
-    with gr.Row(equal_height=False, elem_classes="hyperparameters"):
-        for group, fields in form.HYPERPARAMETER_GROUPS.items():
-            with gr.Column(min_width=200, elem_classes="panel hp-group"):
-                gr.Markdown(f"**{group}**")
-                for field in fields:
-                    field_inputs[field.path] = _field_input(field, form.get_path(config, field.path))
-    batch_summary = gr.Markdown(form.effective_batch_summary(config), elem_id="batch-summary")
+    with gr.Accordion("All settings: sampling, GRPO and its variants, optimisation, LoRA, schedule, SFT",
+                      open=False, elem_id="all-settings"):
+        with gr.Row(equal_height=False, elem_classes="hyperparameters"):
+            for group, fields in form.HYPERPARAMETER_GROUPS.items():
+                with gr.Column(min_width=200, elem_classes="panel hp-group"):
+                    gr.Markdown(f"**{group}**")
+                    for field in fields:
+                        if field.path not in form.ESSENTIAL_FIELDS:
+                            field_inputs[field.path] = _field_input(field, form.get_path(config, field.path))
 
     with gr.Row():
         command = gr.Code(form.cli_command("config.yaml"), language="shell", label="Reproduce from a shell",
@@ -188,7 +199,7 @@ def build(runs_root: Path) -> TrainTab:
             return None, [], notice("Upload a JSONL, CSV or Parquet file with a prompt column.", "info")
         result = form.preview_dataset(current_data_config(choice, stored, column))
         kind = "ok" if result.rows else "error"
-        return result.frame, result.rows, notice(result.message, kind)
+        return preview_table(result.frame), result.rows, notice(result.message, kind)
 
     def choose_dataset(choice, stored, column):
         """A new dataset also decides the SFT default: on when it has demonstrations, else off."""
@@ -196,10 +207,10 @@ def build(runs_root: Path) -> TrainTab:
             return *refresh_preview(choice, stored, column), False
         result = form.preview_dataset(current_data_config(choice, stored, column))
         kind = "ok" if result.rows else "error"
-        return result.frame, result.rows, notice(result.message, kind), result.has_demonstrations
+        return preview_table(result.frame), result.rows, notice(result.message, kind), result.has_demonstrations
 
     sft_enabled = field_inputs["sft.enabled"]
-    recipe_outputs = [run_name, reward_code, weights, *field_inputs.values(), check_message]
+    recipe_outputs = [run_name, reward_code, weights, *(field_inputs[f.path] for f in form.ALL_FIELDS), check_message]
 
     def recipe_updates(choice):
         """The form set to the dataset's recipe: its name, reward code and weights, every hyperparameter."""
@@ -293,7 +304,7 @@ def build(runs_root: Path) -> TrainTab:
 
     def update_summary(values: dict):
         try:
-            return form.effective_batch_summary(build_config(values))
+            return form.launch_summary(build_config(values), runs_root)
         except ConfigError as exc:
             return "Fix the form to see the effective batch: " + "; ".join(exc.problems)
 
@@ -390,8 +401,11 @@ def build(runs_root: Path) -> TrainTab:
         .then(show_job, current_run, [job_status, timer])
     try_button.click(try_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column,
                                 pasted], [try_result, try_message])
-    for path in form.BATCH_FIELDS + ("schedule.epochs",):
+    for path in dict.fromkeys(form.BATCH_FIELDS + ("schedule.epochs",) + form.ESTIMATE_FIELDS):
         field_inputs[path].change(update_summary, config_inputs, batch_summary, show_progress="hidden")
+    for component in (model_choice, model_path, device):
+        component.change(update_summary, config_inputs, batch_summary, show_progress="hidden")
+    quick_try.click(lambda: list(form.QUICK_TRY.values()), None, [field_inputs[path] for path in form.QUICK_TRY])
     launch.click(launch_run, config_inputs, [current_run, job_message, command])
     stop.click(stop_run, current_run, job_message).then(show_job, current_run, [job_status, timer])
     resume.click(resume_run, current_run, job_message).then(show_job, current_run, [job_status, timer])
@@ -408,6 +422,18 @@ def build(runs_root: Path) -> TrainTab:
         on_load=(on_load, [dataset_choice, upload_path, prompt_column, reward_code, weights],
                  [current_run, preview, preview_rows, dataset_message, check_message, weights]),
     )
+
+
+PREVIEW_PROMPT_WIDTH_PX, PREVIEW_COLUMN_WIDTH_PX = 300, 150
+
+
+def preview_table(frame):
+    """The dataset preview with room for every column: left to size itself, the wrapped prompt takes
+    the whole panel and the columns reward functions read are pushed out of sight."""
+    if frame is None or frame.empty:
+        return frame
+    widths = [PREVIEW_PROMPT_WIDTH_PX if column == "prompt" else PREVIEW_COLUMN_WIDTH_PX for column in frame.columns]
+    return gr.update(value=frame, column_widths=[f"{width}px" for width in widths])
 
 
 def _field_input(field: form.FormField, value):

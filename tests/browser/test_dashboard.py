@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from dashboard_driver import (
     choose,
+    open_all_settings,
     open_tab,
     screenshot,
     set_code,
@@ -101,7 +102,11 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     set_number(page, "hp-optim-prompts-per-step", 1)
     set_number(page, "hp-sampling-num-generations", 4)
     set_number(page, "hp-sampling-max-completion-length", 16)
+    # Quick try: a 3-step run, announced with the time an earlier run's speed predicts (none yet here).
+    page.locator("#quick-try").click()
+    wait_for_text(page.locator("#batch-summary"), r"3 steps[\s\S]*Estimated time")
     set_number(page, "hp-schedule-max-steps", MAX_STEPS)
+    open_all_settings(page)
     set_number(page, "hp-schedule-save-every", 2)
     wait_for_text(page.locator("#batch-summary"), r"4 completions per step")
 
@@ -123,6 +128,10 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     open_tab(page, "Monitor")
     wait_for_text(page.locator("#monitor-progress"), rf"step ([2-9]|[12]\d) of {MAX_STEPS}", timeout_s=90)
     page.locator("#chart-reward .scatterlayer .trace").first.wait_for()
+    # The log box shows its latest lines, not its first.
+    log_box = page.locator("#monitor-logs textarea")
+    wait_until(lambda: str(log_box.evaluate("box => box.scrollHeight - box.clientHeight - box.scrollTop <= 4 "
+                                            "&& box.scrollHeight > box.clientHeight")), "True")
     page.locator("#chart-groups .boxlayer .trace").first.wait_for()
     wait_until(page.locator("#monitor-logs textarea").input_value, r"dataset: 6 prompts")
     screenshot(page, "2-monitor")
