@@ -65,6 +65,10 @@ def test_dynamic_sampling_keeps_only_groups_with_a_reward_spread(tmp_path, tiny_
         groups = read_rollouts(dynamic, step=int(step))["groups"]
         assert len(groups) == 2 and all(group["example"]["topic"] == "t0" for group in groups)
         assert metrics.loc[step, "dynamic_sampling/sampled_groups"] == 2 + metrics.loc[step, "dynamic_sampling/dropped_groups"]
+        # The reward of everything sampled counts the dropped groups too: here every total is >= 0,
+        # so its sum covers at least the trained-on groups' sum.
+        sampled_sum = metrics.loc[step, "dynamic_sampling/sampled_reward"] * 4 * metrics.loc[step, "dynamic_sampling/sampled_groups"]
+        assert sampled_sum >= metrics.loc[step, "reward"] * 4 * 2 - 1e-6
 
 
 def test_the_signal_chart_shows_the_share_dynamic_sampling_dropped():
@@ -79,3 +83,7 @@ def test_the_signal_chart_shows_the_share_dynamic_sampling_dropped():
     traces = {trace.name: list(trace.y) for trace in figure.data}
     assert traces["dropped by dynamic sampling"] == [0.5, 0.75]
     assert traces["trained on"] == [0.0, 0.0]
+
+    metrics["reward"], metrics["dynamic_sampling/sampled_reward"] = [1.0, 1.0], [0.4, 0.6]
+    reward = monitor_figures(metrics, pd.DataFrame())["reward"]
+    assert [list(trace.y) for trace in reward.data if trace.name == "every sampled group"] == [[0.4, 0.6]]

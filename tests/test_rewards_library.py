@@ -6,8 +6,8 @@ import pytest
 
 from rft.rewards import LIBRARY, library_source
 from rft.rewards import RewardRuntime
-from rft.rewards.library import (exact_match, format_check, length_penalty, numeric_match, repetition_penalty,
-                                  soft_overlong_punishment)
+from rft.rewards.library import (exact_match, format_check, length_penalty, math_verified, numeric_match,
+                                  repetition_penalty, soft_overlong_punishment)
 
 
 @pytest.mark.parametrize(("completion", "expected"), [
@@ -78,9 +78,34 @@ def test_repetition_penalty(completion, expected):
     assert repetition_penalty("prompt", completion, {}) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("completion", "answer", "expected"), [
+    ("<think>half</think><answer>0.5</answer>", "1/2", 1.0),
+    ("<answer>\\frac{1}{2}</answer>", "0.5", 1.0),
+    ("so the result is \\boxed{\\frac{3}{6}}", "\\frac{1}{2}", 1.0),
+    ("<answer>(x+1)^2</answer>", "x^2+2x+1", 1.0),
+    ("<answer>42</answer>", "42", 1.0),
+    ("<answer>0.51</answer>", "1/2", 0.0),
+    ("<answer>x^2+1</answer>", "x^2+2x+1", 0.0),
+    ("<answer>no idea</answer>", "7", 0.0),
+    ("<answer>7</answer>", None, None),
+])
+def test_math_verified(completion, answer, expected):
+    assert math_verified("prompt", completion, {"answer": answer}) == expected
+
+
+def test_math_verified_runs_in_the_reward_worker():
+    runtime = RewardRuntime(library_source("math_verified"))
+    try:
+        scores = runtime.score(["p", "p"], ["<answer>0.5</answer>", "<answer>2</answer>"],
+                               [{"answer": "1/2"}, {"answer": "1/2"}])
+    finally:
+        runtime.close()
+    assert scores.per_function["math_verified"] == [1.0, 0.0] and not scores.errors
+
+
 def test_library_sources_are_the_functions_text():
-    assert list(LIBRARY) == ["format_check", "exact_match", "numeric_match", "length_penalty", "repetition_penalty",
-                             "soft_overlong_punishment"]
+    assert list(LIBRARY) == ["format_check", "exact_match", "numeric_match", "math_verified", "length_penalty",
+                             "repetition_penalty", "soft_overlong_punishment"]
     assert library_source("length_penalty").startswith("def length_penalty(prompt, completion, example):\n")
     assert "TARGET_CHARS = 1024" in library_source("length_penalty")
     with pytest.raises(ValueError, match="choose one of format_check, exact_match"):

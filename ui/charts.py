@@ -103,6 +103,10 @@ def reward_chart(metrics: pd.DataFrame) -> go.Figure:
     figure.add_trace(go.Scatter(x=metrics.index, y=mean - std, mode="lines", line={"width": 0}, fill="tonexty",
                                 fillcolor="rgba(79,70,229,0.15)", name="± std", hoverinfo="skip"))
     _line(figure, metrics, "reward", "mean", PALETTE[0])
+    if _has(metrics, "dynamic_sampling/sampled_reward"):  # the dropped groups' rewards are the policy's too
+        figure.add_trace(go.Scatter(x=metrics.index, y=metrics["dynamic_sampling/sampled_reward"],
+                                    name="every sampled group", mode="lines",
+                                    line={"color": PALETTE[2], "width": 1.6, "dash": "dot"}))
     return _layout(figure, title, "reward")
 
 

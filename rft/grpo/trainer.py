@@ -61,6 +61,7 @@ class MicroBatch:
     logp_ref: torch.Tensor | None  # [B, Lc]; None when beta == 0
     loss_mask: torch.Tensor  # [B, Lc]: completion mask, minus masked truncated and unscorable completions
     groups_sampled: int = 0  # prompt groups sampled for it, those dynamic sampling dropped included
+    sampled_totals: list[float] = dataclasses.field(default_factory=list)  # every sampled completion's total
     # Set by assign_advantages: batch scaling needs every micro-batch of the step scored first.
     advantages: torch.Tensor | None = None  # [B]
     zero_std_groups: torch.Tensor | None = None  # [P] bool
@@ -363,8 +364,8 @@ class Trainer:
     def rollout_and_score(self, step: int, micro: int, timings: dict) -> MicroBatch:
         cfg = self.config
         first = self.sample_and_score(self.prompts_for(step, micro), step, timings)
-        draws, sampled = self.informative_draws(first, step, micro, timings) if cfg.grpo.dynamic_sampling \
-            else ([first], len(first.prompts))
+        draws, sampled, sampled_totals = self.informative_draws(first, step, micro, timings) \
+            if cfg.grpo.dynamic_sampling else ([first], len(first.prompts), first.total.tolist())
         draw = Draw.concatenate(draws, self.tokenizer.pad_token_id) if len(draws) > 1 else draws[0]
         rollout = draw.rollout
 
@@ -387,7 +388,7 @@ class Trainer:
                     logp_ref, _ = completion_logprobs(self.model, rollout, cfg.sampling.temperature)
         timings["train"] += time.perf_counter() - started
         return MicroBatch(draw.prompts, rollout, draw.rewards, draw.total, logp_old, logp_ref, loss_mask,
-                          groups_sampled=sampled)
+                          groups_sampled=sampled, sampled_totals=sampled_totals)
 
     def sample_and_score(self, prompts: list[PromptRecord], step: int, timings: dict) -> Draw:
         """A group of completions for each prompt, and every reward function's scores of them."""
@@ -410,17 +411,20 @@ class Trainer:
         timings["score"] += time.perf_counter() - started
         return Draw(prompts, rollout, scores.per_function, total)
 
-    def informative_draws(self, first: Draw, step: int, micro: int, timings: dict) -> tuple[list[Draw], int]:
+    def informative_draws(self, first: Draw, step: int, micro: int,
+                          timings: dict) -> tuple[list[Draw], int, list[float]]:
         """DAPO's dynamic sampling: the groups whose rewards have no spread (no learning signal) are
         dropped, and more prompts are drawn until the micro-batch has `prompts_per_step` informative
         groups, or `max_sampling_draws` draws were made. If no draw had any, the first one is kept
-        as it is (its advantages are all zero). Returns the kept draws and how many groups were sampled."""
+        as it is (its advantages are all zero). Returns the kept draws, how many groups were sampled
+        and every sampled completion's total (the policy's reward, dropped groups included)."""
         wanted, group = self.config.optim.prompts_per_step, self.config.sampling.num_generations
-        kept, found, sampled, draw = [], 0, 0, first
+        kept, found, sampled, draw, totals = [], 0, 0, first, []
         for number in range(1, self.config.grpo.max_sampling_draws + 1):
             if number > 1:
                 draw = self.sample_and_score(self.extra_prompts(step, micro, number), step, timings)
             sampled += len(draw.prompts)
+            totals += draw.total.tolist()
             flat = grpo_loss.group_advantages(draw.total, group, "group")[1]
             informative = [g for g in range(len(draw.prompts)) if not flat[g]][: wanted - found]
             if informative:
@@ -428,7 +432,7 @@ class Trainer:
                 found += len(informative)
             if found == wanted:
                 break
-        return kept or [first], sampled
+        return kept or [first], sampled, totals
 
     def extra_prompts(self, step: int, micro: int, draw: int) -> list[PromptRecord]:
         """The prompts of a further draw: seeded by the step, micro-batch, draw and process, so a
@@ -576,7 +580,11 @@ class Trainer:
         if not self.config.grpo.dynamic_sampling:
             return {}
         sampled = int(sum(stats["groups_sampled"]))
-        return {"dynamic_sampling/sampled_groups": sampled, "dynamic_sampling/dropped_groups": sampled - groups_kept}
+        # The trained-on reward leaves the dropped groups out (all right, or all wrong), so it says
+        # little about the policy; this mean over everything sampled does.
+        scored = [total for total in stats["sampled_totals"] if not math.isnan(total)]
+        return {"dynamic_sampling/sampled_groups": sampled, "dynamic_sampling/dropped_groups": sampled - groups_kept,
+                "dynamic_sampling/sampled_reward": sum(scored) / len(scored) if scored else None}
 
     def rollout_records(self, batches: list[MicroBatch]) -> list[dict]:
         group = self.config.sampling.num_generations
@@ -704,6 +712,7 @@ class Trainer:
             self.assign_advantages(batches)
             stats = self.optimise(batches, timings)
             stats["groups_sampled"] = [batch.groups_sampled for batch in batches]
+            stats["sampled_totals"] = [total for batch in batches for total in batch.sampled_totals]
             fault_point("optimizer", step)
             outcomes = self.processes.gather_at_main(StepOutcome(
                 self.rollout_records(batches), [bool(flag) for b in batches for flag in b.zero_std_groups], stats,

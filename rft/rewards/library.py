@@ -1,7 +1,7 @@
 """Built-in reward functions for the dashboard's preset menu.
 
 The menu inserts a function's source text into the user's code box, so each function here is
-self-contained (imports inside, standard library only), uses the per-sample signature
+self-contained (imports inside; the standard library, or a package in requirements.txt), uses the per-sample signature
 (prompt, completion, example) unless it needs the completion's tokens (then the batched one, which
 receives `completion_ids`), and keeps its tunable constants in its own body.
 """
@@ -51,6 +51,24 @@ def numeric_match(prompt, completion, example):
     return 1.0 if abs(found - expected) <= TOLERANCE * max(1.0, abs(expected)) else 0.0
 
 
+def math_verified(prompt, completion, example):
+    """1.0 when the answer equals example["answer"] mathematically (Hugging Face's math-verify: 1/2 = 0.5,
+    LaTeX, \\boxed{}, equivalent expressions), else 0.0."""
+    import re
+
+    from math_verify import parse, verify
+
+    tagged = re.findall(r"<answer>(.*?)</answer>", completion, flags=re.DOTALL)
+    answer = tagged[-1] if tagged else completion
+    expected = example["answer"]
+    if expected is None:
+        return None  # not applicable: this row has no reference answer
+    # A bare number or expression parses as it is; wrapping it in $...$ lets LaTeX parse too.
+    gold = parse(str(expected)) or parse(f"${expected}$")
+    found = parse(answer) or parse(f"${answer.strip()}$")
+    return 1.0 if gold and found and verify(gold, found) else 0.0
+
+
 def length_penalty(prompt, completion, example):
     """0 up to 1024 characters, then -1 per 1024 more, down to -10: long rambling stops paying."""
     TARGET_CHARS = 1024
@@ -87,7 +105,7 @@ def soft_overlong_punishment(completions, completion_ids=None, **kwargs):
 
 LIBRARY: dict[str, str] = {
     function.__name__: inspect.getsource(function)
-    for function in (format_check, exact_match, numeric_match, length_penalty, repetition_penalty,
+    for function in (format_check, exact_match, numeric_match, math_verified, length_penalty, repetition_penalty,
                      soft_overlong_punishment)
 }
 
