@@ -56,7 +56,9 @@ class LoraConfig:
 @dataclass
 class DataConfig:
     preset: str | None = "wordle"  # a built-in dataset; ignored when `path` is set
-    path: str | None = None  # JSONL, CSV or Parquet file
+    path: str | None = None  # JSONL, CSV or Parquet file; a `save_to_disk` folder; a dataset id in the local HF cache
+    split: str = "train"  # of a Hugging Face dataset
+    subset: str | None = None  # of a Hugging Face dataset with several configurations
     prompt_column: str = "prompt"
     system_prompt: str | None = None  # prepended when the prompt is a plain string
     assistant_prefix: str | None = None  # pre-filled start of the assistant turn

@@ -1,4 +1,5 @@
-"""Datasets: built-in presets and JSONL / CSV / Parquet files, checked, turned into chat prompts.
+"""Datasets: built-in presets, JSONL / CSV / Parquet files and Hugging Face datasets (a save_to_disk
+folder, or an id in the local cache), checked, turned into chat prompts.
 
 A row is a dict with a `prompt` (a string, or a list of chat messages) and any other columns;
 those other columns reach reward functions as `example`. A prompt whose last message is from
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,6 +133,76 @@ def _read_parquet(path: Path) -> list[dict]:
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
+def read_dataset(data: DataConfig) -> list[dict]:
+    """Rows of `data.path`, validated: a file, a folder written by `datasets.save_to_disk`, or the id of a
+    Hugging Face dataset already in this machine's cache (never downloaded at run time)."""
+    path = Path(data.path).expanduser()
+    if path.is_file():
+        return read_file(path, data.prompt_column)
+    if path.is_dir():
+        return validate_rows(_read_saved_dataset(path, data.split), data.prompt_column, path.name)
+    if HUB_ID.fullmatch(data.path):
+        return validate_rows(_read_cached_hub_dataset(data.path, data.subset, data.split), data.prompt_column,
+                             data.path)
+    raise DatasetError(f"{path}: no such file or folder. Check the path or upload the file again.")
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _split_of(dataset, split: str, source: str):
+    """The `split` of a DatasetDict (a plain Dataset is its own only split)."""
+    if not hasattr(dataset, "keys"):
+        return dataset
+    if split not in dataset:
+        raise DatasetError(f"{source}: no split {split!r}; it has {', '.join(dataset.keys())}. Set data.split.")
+    return dataset[split]
+
+
+def _read_saved_dataset(folder: Path, split: str) -> list[dict]:
+    import datasets as hf_datasets
+
+    try:
+        dataset = hf_datasets.load_from_disk(str(folder))
+    except FileNotFoundError:
+        raise DatasetError(f"{folder}: a folder, but not one written by datasets' save_to_disk (no dataset_info.json "
+                           "or dataset_dict.json). Point data.path at a data file or such a folder.") from None
+    return _split_of(dataset, split, folder.name).to_list()
+
+
+def _read_cached_hub_dataset(repo_id: str, subset: str | None, split: str) -> list[dict]:
+    """A Hub dataset from the local cache: the files of a downloaded snapshot (hub cache), else what
+    `datasets` itself cached when it last loaded the id. Offline: nothing is fetched."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets as hf_datasets
+    from huggingface_hub import constants
+
+    snapshot = _hub_snapshot(repo_id, Path(constants.HF_HUB_CACHE))
+    try:
+        dataset = hf_datasets.load_dataset(str(snapshot) if snapshot else repo_id, subset, split=split)
+    except ValueError as exc:  # an unknown split or subset: datasets names the ones there are
+        raise DatasetError(f"{repo_id}: {exc}") from None
+    except Exception as exc:
+        raise DatasetError(
+            f"{repo_id}: not in this machine's Hugging Face cache ({type(exc).__name__}), and nothing is downloaded "
+            f"at run time. Download it once with `huggingface-cli download --repo-type dataset {repo_id}` (or "
+            "datasets.load_dataset), or save it with save_to_disk and give that folder.") from None
+    return dataset.to_list()
+
+
+def _hub_snapshot(repo_id: str, hub_cache: Path) -> Path | None:
+    """The cached snapshot folder of a Hub dataset (`refs/main` names it), or None when it is not there."""
+    repo = hub_cache / f"datasets--{repo_id.replace('/', '--')}"
+    try:
+        revision = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    snapshot = repo / "snapshots" / revision
+    return snapshot if snapshot.is_dir() else None
+
+
 def read_file(path: str | Path, prompt_column: str = "prompt") -> list[dict]:
     """Rows of a dataset file, validated: it exists, parses, is not empty, has the prompt column."""
     path = Path(path).expanduser()
@@ -195,7 +267,7 @@ def load_held_out_rows(data: DataConfig) -> list[dict]:
 
 def _training_and_held_out(data: DataConfig) -> tuple[list[dict], list[dict]]:
     if data.path:
-        rows = read_file(data.path, data.prompt_column)
+        rows = read_dataset(data)
         if data.eval_size >= len(rows):
             raise DatasetError(f"data.eval_size: {data.eval_size} held-out rows leave none of the file's "
                                f"{len(rows)} rows to train on; hold out fewer")

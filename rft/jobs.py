@@ -42,11 +42,9 @@ def preflight(config: RunConfig) -> list[str]:
     from rft import data, models, rewards
 
     problems = config.problems()
-    if config.data.path and not Path(config.data.path).expanduser().is_file():
-        problems.append(f"data.path: {config.data.path} does not exist")
-    elif config.data.path:
+    if config.data.path:
         try:
-            rows = data.read_file(config.data.path, config.data.prompt_column)
+            rows = data.read_dataset(config.data)
         except data.DatasetError as exc:
             problems.append(f"data.path: {exc}")
         else:
