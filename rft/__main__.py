@@ -25,6 +25,8 @@ def _train(args) -> int:
         config.name = args.name
     if args.sft is not None:
         config.sft.enabled = args.sft
+    if args.report_to is not None:
+        config.report.to = args.report_to
     config.validate()
     processes = join_launched_processes(config.model.device)
     # Under a launcher, the main process names the run and the others use its name.
@@ -124,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sft", action=argparse.BooleanOptionalAction,
                        help="warm start with supervised fine-tuning on demonstrations before GRPO (default: the "
                             "config's sft.enabled; the wordle and arithmetic presets turn it on)")
+    train.add_argument("--report-to", nargs="*", metavar="TRACKER",
+                       help="mirror the run to experiment trackers: tensorboard, trackio (default: the config's report.to)")
     train.add_argument("--run-dir", help="the run directory (default: a new one under --runs-root)")
     train.add_argument("--runs-root", help="where new run directories go (default: ./runs or $RFT_RUNS_DIR)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

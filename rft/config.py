@@ -141,6 +141,15 @@ class SFTConfig:
     max_length: int = 640  # prompt + demonstration tokens; longer examples are left out
 
 
+TRACKERS = ("tensorboard", "trackio")
+
+
+@dataclass
+class ReportConfig:
+    to: list[str] = field(default_factory=list)  # experiment trackers the run is mirrored to (rft.trackers)
+    project: str = "rft"  # the tracker's project the runs go under
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -153,6 +162,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
     def completions_per_step(self) -> int:
@@ -237,6 +247,10 @@ class RunConfig:
         require(8 <= self.data.max_prompt_length <= 131072, "data.max_prompt_length: must be in [8, 131072] tokens")
         require(self.data.limit is None or self.data.limit >= 1, "data.limit: must be at least 1 or empty")
         require(0 <= self.data.eval_size <= 100_000, "data.eval_size: must be in [0, 100000]; 0 holds out nothing")
+        unknown_trackers = [name for name in self.report.to if name not in TRACKERS]
+        require(not unknown_trackers, f"report.to: {', '.join(unknown_trackers)} is not a tracker this project "
+                                      f"supports; choose from {', '.join(TRACKERS)}")
+        require(bool(self.report.project.strip()), "report.project: a project name is required")
         require(bool(self.rewards.source.strip()), "rewards.source: write at least one reward function")
         require(0 < self.rewards.timeout_s <= 600, "rewards.timeout_s: must be in (0, 600] seconds")
         require(all(_finite(w) for w in self.rewards.weights.values()),
@@ -361,6 +375,12 @@ def _coerce(hint, value, where: str):
         raise ConfigError([f"{where}: a value is required"])
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
     origin = typing.get_origin(base)
+    if origin is list:
+        if isinstance(value, str):  # "tensorboard, trackio" from a form or --set
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError([f"{where}: expected a list of names"])
+        return list(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError([f"{where}: expected a mapping of name: number"])

@@ -18,7 +18,7 @@ import pandas as pd
 from rft import data as datasets
 from rft import presets, sft
 from rft.config import (IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, LR_SCHEDULERS, MULTI_OBJECTIVE_AGGREGATIONS,
-                        SCALE_REWARDS, ConfigError, DataConfig, RunConfig)
+                        SCALE_REWARDS, TRACKERS, ConfigError, DataConfig, RunConfig)
 
 UPLOADS_FOLDER = "uploads"
 PREVIEW_ROWS = 5
@@ -29,7 +29,7 @@ class FormField:
     path: str  # dotted RunConfig path, e.g. "sampling.num_generations"
     label: str
     help: str
-    kind: str  # int | float | choice | bool | text
+    kind: str  # int | float | choice | multi (several of choices) | bool | text
     choices: tuple[str, ...] = ()
     optional: bool = False  # an empty input means None (the field's "off" or "automatic" value)
 
@@ -145,6 +145,10 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("data.eval_size", "Held-out rows",
                   "Rows kept out of training to evaluate on, with the run's reward functions (a fixed choice of "
                   "a file's rows; Wordle's and arithmetic's own held-out items). 0 holds out nothing.", "int"),
+        FormField("report.to", "Report to",
+                  "Also mirror the run's metrics, completions and config to these trackers (the run directory "
+                  "stays the source of truth). TensorBoard writes into the run directory; trackio to its local "
+                  "store (`trackio show --project rft`).", "multi", TRACKERS),
         FormField("schedule.eval_every", "Evaluate every",
                   "Steps between greedy evaluations on the held-out rows (also before the first step and at the "
                   "end), charted in Monitor. 0: none. Each costs one generation pass over the held-out rows.", "int"),

@@ -440,6 +440,8 @@ def _field_input(field: form.FormField, value):
     common = {"label": field.label, "info": field.help, "elem_id": field.element_id, "min_width": 150}
     if field.kind == "choice":
         return gr.Dropdown(list(field.choices), value=value, **common)
+    if field.kind == "multi":
+        return gr.Dropdown(list(field.choices), value=list(value), multiselect=True, **common)
     if field.kind == "bool":
         return gr.Checkbox(value=bool(value), **common)
     if field.kind == "text" or field.optional:

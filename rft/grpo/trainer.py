@@ -34,6 +34,7 @@ from rft.rewards import RewardCodeError, RewardRuntime
 from rft.rewards import versions as reward_versions
 from rft.monitoring import NO_SIGNAL_ADVICE, NO_SIGNAL_STEPS, format_duration
 from rft.runs import FollowerWriter, RunWriter, checkpoint_path, read_metrics, read_status, sft_adapter_path
+from rft.trackers import Trackers
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 
@@ -617,7 +618,9 @@ class Trainer:
         self.writer.set_status("running", phase="evaluating")
         self.model.eval()
         summary = held_out.evaluate_rows(self.model, self.tokenizer, self.config, self.held_out_rows, self.rewards)
-        self.writer.append_eval_metrics(held_out.metrics_row(step, summary))
+        row = held_out.metrics_row(step, summary)
+        self.writer.append_eval_metrics(row)
+        self.trackers.log_metrics(step, row)
         reward = summary["reward"]
         functions = " · ".join(f"{name} {stats['mean']:.3f}" for name, stats in summary["functions"].items())
         self.writer.log(f"held-out: reward {reward['mean']:.3f} (95% {reward['low']:.3f} to {reward['high']:.3f}) "
@@ -680,6 +683,8 @@ class Trainer:
             if not resume:
                 self.writer.truncate_after(0)
             self.start_rewards(start)
+            if self.processes.is_main:
+                self.trackers = Trackers(self.config, self.run_dir, self.writer.log)
             self.writer.set_status("running", step=start, max_steps=self.max_steps, phase="training")
             self._loop(start, progress)
         except (StopTraining, sft.StopRequested):
@@ -694,6 +699,8 @@ class Trainer:
         finally:
             if hasattr(self, "rewards"):
                 self.rewards.close()
+            if hasattr(self, "trackers"):
+                self.trackers.close()
 
     def _loop(self, start: int, progress: bool) -> None:
         cfg = self.config
@@ -726,6 +733,8 @@ class Trainer:
                 self.writer.append_rollouts(step, outcome.groups)
                 fault_point("metrics", step)
                 self.writer.append_metrics(row)
+                self.trackers.log_metrics(step, row)
+                self.trackers.log_completions(step, outcome.groups)
                 self.writer.log(step_log_line(row), step)
                 self.warn_if_no_signal(row, step)
                 bar.update(1)
