@@ -64,7 +64,7 @@ def arithmetic() -> RunConfig:
     return RunConfig(
         name="arithmetic",
         data=DataConfig(preset="arithmetic", max_prompt_length=256),
-        rewards=RewardsConfig(source=reward_source()),
+        rewards=RewardsConfig(source=reward_source(), weights={"format_progress": 0.0}),
         sampling=SamplingConfig(num_generations=8, max_completion_length=64, temperature=1.0),
         grpo=GRPOConfig(beta=0.04, loss_type="grpo"),
         optim=OptimConfig(learning_rate=5e-5, prompts_per_step=2),
@@ -73,8 +73,24 @@ def arithmetic() -> RunConfig:
     )
 
 
+def arithmetic_zero() -> RunConfig:
+    """GRPO alone, from the base model, with no demonstration: the course's point that RL learns
+    from rewards. The base model never writes the whole answer format by chance, so format_progress
+    (a quarter per step towards it) weighs 1 and gives its groups a spread to learn from."""
+    config = arithmetic()
+    config.name = "arithmetic-zero"
+    config.sft.enabled = False
+    config.rewards.weights = {"format_progress": 1.0}
+    # DAPO's choices: no KL term (nothing to stay close to), token-level averaging, and dynamic
+    # sampling, since early on most groups score all alike; 4 prompts a step for a steadier signal.
+    config.grpo = GRPOConfig(beta=0.0, loss_type="dapo", dynamic_sampling=True)
+    config.optim = OptimConfig(learning_rate=3e-4, prompts_per_step=4)
+    config.schedule = ScheduleConfig(max_steps=30, save_every=10)
+    return config
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {"wordle": wordle, "wordle-guarded": wordle_guarded,
-                                               "arithmetic": arithmetic}
+                                               "arithmetic": arithmetic, "arithmetic-zero": arithmetic_zero}
 
 
 def preset_config(name: str) -> RunConfig:

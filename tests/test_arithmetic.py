@@ -14,7 +14,7 @@ from rft.arithmetic.problems import (
     training_rows,
     worked_steps,
 )
-from rft.arithmetic.rewards import answer_format, correct_answer
+from rft.arithmetic.rewards import answer_format, correct_answer, format_progress
 from rft.models import load_for_inference
 
 
@@ -67,12 +67,33 @@ def test_rewards_on_hand_written_answers(completion, fmt, correct):
     assert correct_answer(None, completion, example) == correct
 
 
+@pytest.mark.parametrize("completion, progress", [
+    (" 18 * 4 = 72. 37 + 72 = 109.\n</think>\n<answer>109</answer>", 1.0),
+    (" 50 - 10 = 30\n<answer> 30", 0.5),  # what the base model writes at best: no </think>, no closing tag
+    (" 50 - 10 = 40", 0.0),
+    (" fine</think> 40", 0.25),
+    (" fine</think><answer>forty</answer>", 0.5),
+    ("<answer>40</answer>", 0.75),
+])
+def test_format_progress_pays_each_part_of_the_format(completion, progress):
+    assert format_progress(None, completion, {"answer": "40"}) == progress
+
+
 def test_the_reward_file_runs_on_its_own_in_the_reward_runtime():
     from rft import rewards
     from rft.arithmetic import reward_source
 
     check = rewards.check(reward_source())
-    assert check.ok and set(check.function_names) == {"answer_format", "correct_answer"}
+    assert check.ok and set(check.function_names) == {"answer_format", "format_progress", "correct_answer"}
+
+
+def test_the_presets_weigh_format_progress_only_without_the_warm_start():
+    from rft.presets import preset_config
+
+    with_sft, zero = preset_config("arithmetic"), preset_config("arithmetic-zero")
+    assert with_sft.sft.enabled and with_sft.rewards.weights == {"format_progress": 0.0}
+    assert not zero.sft.enabled and zero.rewards.weights == {"format_progress": 1.0}
+    zero.validate()
 
 
 def test_evaluation_problems_are_held_out_and_seeded():

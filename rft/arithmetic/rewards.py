@@ -27,6 +27,24 @@ def answer_format(prompt, completion, example) -> float:
     return 0.5 if _answer(completion) is not None else 0.0
 
 
+def format_progress(prompt, completion, example) -> float:
+    """A quarter for each part of the format that is there: "</think>"; "<answer>"; an integer right
+    after it; "</answer>" right after that. A model never shown the format (GRPO without the SFT
+    warm start) earns some of it by chance, so its groups differ and it learns from them;
+    answer_format pays nothing until the whole shape appears. The arithmetic preset weighs this 0
+    (logged only), arithmetic-zero weighs it 1."""
+    earned = 0.25 if "</think>" in completion else 0.0
+    answer_start = completion.find("<answer>")
+    if answer_start < 0:
+        return earned
+    after = completion[answer_start + len("<answer>"):]
+    number = re.match(r"\s*-?\d+", after)
+    if number is None:
+        return earned + 0.25
+    closed = re.match(r"\s*</answer>", after[number.end():])
+    return earned + (0.75 if closed else 0.5)
+
+
 def correct_answer(prompt, completion, example) -> float:
     """1.0 when the integer in the first <answer> block is the expression's value, else 0.0."""
     try:
