@@ -26,8 +26,11 @@ update produced checkpoint N. So, per token:
   entropy mask stops it, scaled by CISPO's capped weight or SAPO's gate; under GSPO each token
   also feels the other tokens' objectives through the shared ratio.
 
-The math is rft.grpo.loss's; the completion is re-encoded from its stored text, which can split
-a few tokens differently from how they were sampled.
+The math is rft.grpo.loss's. The trainer stores each completion's tokens as sampled, with their
+log-probability and entropy under the sampling policy, so any step can be inspected: only the
+updated policy (checkpoint N, for p_updated and the ratio) and the reference need loading. Rollouts
+of older runs lack them: then the sampling policy is checkpoint N-1 (or the start, for step 1) and
+the completion is re-encoded from its text, which can split a few tokens differently.
 """
 
 from __future__ import annotations
@@ -78,14 +81,27 @@ class TokenReport:
 
 
 def inspectable_steps(run_dir: str | Path) -> list[int]:
-    """Steps whose sampling policy is on disk: step 1, and every step right after a checkpoint."""
+    """Steps whose rollouts stored the sampling policy's log-probabilities, and, for older runs,
+    steps whose sampling policy is on disk: step 1, and every step right after a checkpoint."""
     checkpoints = set(list_checkpoints(run_dir))
-    return [step for step in rollout_steps(run_dir) if step == 1 or step - 1 in checkpoints]
+    return [step for step in rollout_steps(run_dir)
+            if step == 1 or step - 1 in checkpoints or _stores_sampling(run_dir, step)]
 
 
-def policies_for_step(run_dir: str | Path, step: int) -> StepPolicies:
+def _stores_sampling(run_dir: str | Path, step: int) -> bool:
+    record = read_rollouts(run_dir, step)
+    groups = record.get("groups", []) if record else []
+    return bool(groups) and "logp" in groups[0]
+
+
+def policies_for_step(run_dir: str | Path, step: int, stored_sampling: bool = False) -> StepPolicies:
+    """The policies of step N. With `stored_sampling` (the rollouts hold its log-probabilities) the
+    sampling policy is only named, never loaded, so its checkpoint need not be on disk."""
     run_dir = Path(run_dir)
-    if step == 1:
+    if stored_sampling:
+        sampling = start_policy(run_dir) if step == 1 else Policy(read_config(run_dir).model.name_or_path, None,
+                                                                  f"the policy after step {step - 1}")
+    elif step == 1:
         sampling = start_policy(run_dir)
     elif step - 1 in list_checkpoints(run_dir):
         sampling = checkpoint_policy(run_dir, step - 1)
@@ -112,25 +128,32 @@ def stored_completion(run_dir: str | Path, step: int, group: int, sample: int) -
                            "they cannot be re-scored")
     if not 0 <= sample < len(chosen["completions"]):
         raise InspectError(f"group {group} has {len(chosen['completions'])} completion(s); there is no sample {sample}")
+    truncated = chosen.get("truncated", [False] * len(chosen["completions"]))
     return {
         "prompt_text": chosen["prompt_text"],
         "completion": chosen["completions"][sample],
         "advantage": float(chosen["advantages"][sample]),
-        "truncated": bool(chosen.get("truncated", [False] * len(chosen["completions"]))[sample]),
-        "group": [{"prompt_text": chosen["prompt_text"], "completion": completion, "truncated": bool(truncated)}
-                  for completion, truncated in zip(chosen["completions"],
-                                                   chosen.get("truncated", [False] * len(chosen["completions"])))],
+        "truncated": bool(truncated[sample]),
+        "group": [{"prompt_text": chosen["prompt_text"], "completion": completion, "truncated": bool(cut)}
+                  for completion, cut in zip(chosen["completions"], truncated)],
+        # As sampled (newer runs): the tokens, and their log-probabilities and entropies then.
+        "completion_ids": chosen["completion_ids"][sample] if "completion_ids" in chosen else None,
+        "logp": chosen["logp"][sample] if "logp" in chosen else None,
+        "entropy": chosen["entropy"][sample] if "entropy" in chosen else None,
+        "group_entropy": [value for row in chosen.get("entropy", []) for value in row],
     }
 
 
-def encode(tokenizer, model, prompt_text: str, completion: str, truncated: bool) -> Rollout:
-    """The stored text as a one-completion rollout; a completion that ended by itself ends in EOS,
-    which the loss counts as one of its tokens."""
+def encode(tokenizer, model, prompt_text: str, completion: str, truncated: bool,
+           completion_ids: list[int] | None = None) -> Rollout:
+    """The stored completion as a one-completion rollout: its tokens as sampled when stored, else
+    its text re-encoded (a completion that ended by itself ends in EOS, one of the loss's tokens)."""
     device = next(model.parameters()).device
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
-    completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
-    if not truncated:
-        completion_ids.append(eos_token_ids(model, tokenizer)[0])
+    if completion_ids is None:
+        completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
+        if not truncated:
+            completion_ids.append(eos_token_ids(model, tokenizer)[0])
     if not completion_ids:
         raise InspectError("the completion is empty: there are no tokens to inspect")
     completion_tensor = torch.tensor([completion_ids], device=device)
@@ -143,7 +166,8 @@ def token_logprobs_under(cache: PolicyCache, policy: Policy, stored: dict, tempe
                          with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """log p of each token of the stored completion under `policy`, its entropy when asked, and the tokens."""
     model, tokenizer = cache.load(policy)
-    rollout = encode(tokenizer, model, stored["prompt_text"], stored["completion"], stored["truncated"])
+    rollout = encode(tokenizer, model, stored["prompt_text"], stored["completion"], stored["truncated"],
+                     stored.get("completion_ids"))
     logp, entropy = completion_logprobs(model, rollout, temperature, with_entropy=with_entropy)
     pieces = [tokenizer.decode([token_id]) for token_id in rollout.completion_ids[0].tolist()]
     return logp[0].float().cpu(), None if entropy is None else entropy[0].float().cpu(), pieces
@@ -190,11 +214,20 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
     config = read_config(run_dir)
     grpo = config.grpo
     stored = stored_completion(run_dir, step, group, sample)
-    policies = policies_for_step(run_dir, step)
+    stored_sampling = stored["logp"] is not None and stored["entropy"] is not None
+    policies = policies_for_step(run_dir, step, stored_sampling)
     temperature = config.sampling.temperature
-    logp_sampled, entropy, pieces = token_logprobs_under(cache, policies.sampling, stored, temperature, with_entropy=True)
-    notes = [f"Sampled by {policies.sampling.label}; KL reference: {policies.reference.label}.",
-             "Tokens are re-encoded from the stored text; a few may split differently from how they were sampled."]
+    if stored_sampling:
+        logp_sampled, entropy = torch.tensor(stored["logp"]), torch.tensor(stored["entropy"])
+        _, tokenizer = cache.load(policies.reference)
+        pieces = [tokenizer.decode([token_id]) for token_id in stored["completion_ids"]]
+        notes = [f"Sampled by {policies.sampling.label} (its log-probabilities as stored with the rollouts); "
+                 f"KL reference: {policies.reference.label}.", "The tokens are those sampled."]
+    else:
+        logp_sampled, entropy, pieces = token_logprobs_under(cache, policies.sampling, stored, temperature,
+                                                             with_entropy=True)
+        notes = [f"Sampled by {policies.sampling.label}; KL reference: {policies.reference.label}.",
+                 "Tokens are re-encoded from the stored text; a few may split differently from how they were sampled."]
     if policies.updated is not None:
         logp_updated, _, _ = token_logprobs_under(cache, policies.updated, stored, temperature)
         notes.insert(1, f"Updated policy: {policies.updated.label} (after step {step}'s update).")
@@ -209,7 +242,9 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
 
     trained = torch.ones_like(logp_sampled)
     if grpo.top_entropy_quantile < 1.0:
-        threshold = entropy_threshold(cache, policies.sampling, stored, temperature, grpo.top_entropy_quantile)
+        threshold = float(torch.quantile(torch.tensor(stored["group_entropy"]), 1 - grpo.top_entropy_quantile)) \
+            if stored_sampling else entropy_threshold(cache, policies.sampling, stored, temperature,
+                                                      grpo.top_entropy_quantile)
         trained = (entropy >= threshold).float()
         notes.append(f"top_entropy_quantile {grpo.top_entropy_quantile:g}: tokens with entropy below {threshold:.3f} "
                      f"(the group's {1 - grpo.top_entropy_quantile:.0%} quantile) are left out of the policy term; "

@@ -17,10 +17,12 @@ from ui.common import missing_run_notice, notice, resolve_run, run_picker_update
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES
 
 EXPLANATION = (
-    "A completion stored at step N was sampled by the policy before step N's update (checkpoint N-1). "
+    "A completion stored at step N was sampled by the policy before step N's update; its tokens and their "
+    "probabilities then are stored with the rollouts, so every step can be inspected. "
     "Each token is coloured by the push of the run's loss on its log-probability (the gradient of its "
     "contribution, e.g. min(ratio·A, clip(ratio)·A) − β·KL): green raised, red lowered, none where clipping "
-    "stops it. The ratio compares checkpoint N (after the update) with the sampling policy; with one pass per "
+    "stops it. The ratio compares checkpoint N (after the update, when it is on disk) with the sampling policy; "
+    "with one pass per "
     "batch the loss itself saw ratio 1. Under GSPO every token uses the completion's sequence ratio, under SAPO "
     "the gate scales the gradient, and struck-through tokens are left out by the entropy mask. "
     "Hover a token for its numbers."
@@ -66,7 +68,8 @@ def build(runs_root: Path) -> InspectTab:
         steps = inspectable_steps(run_dir) if run_dir else []
         if run_dir is not None and not steps:
             return gr.update(choices=[], value=None), notice(
-                "No step can be inspected yet: rollouts of step 1, or of a step right after a checkpoint, are needed.",
+                "No step can be inspected yet: the run has no rollouts (runs from before rollouts stored their "
+                "tokens need step 1, or a step right after a checkpoint).",
                 "info")
         return gr.update(choices=steps, value=steps[-1] if steps else None), ""
 

@@ -66,6 +66,9 @@ class MicroBatch:
     # Set by assign_advantages: batch scaling needs every micro-batch of the step scored first.
     advantages: torch.Tensor | None = None  # [B]
     zero_std_groups: torch.Tensor | None = None  # [P] bool
+    # Set by the first optimisation pass, for the rollouts (what Inspect shows of the sampling policy).
+    sampled_logp: torch.Tensor | None = None  # [B, Lc]
+    sampled_entropy: torch.Tensor | None = None  # [B, Lc]
 
 
 @dataclass
@@ -487,6 +490,9 @@ class Trainer:
                                                         with_entropy=iteration == 0 or needs_entropy,
                                                         entropy_grad=g.entropy_coef > 0)
                 logp_old = batch.logp_old if batch.logp_old is not None else logp.detach()
+                if iteration == 0:
+                    batch.sampled_logp = logp_old.detach().float().cpu()
+                    batch.sampled_entropy = None if entropy is None else entropy.detach().float().cpu()
                 parts = micro_batch_loss(g, cfg.sampling.max_completion_length, logp, logp_old, batch.logp_ref,
                                          batch.advantages, mask, entropy, global_active, shares)
                 parts.loss.backward()
@@ -604,8 +610,21 @@ class Trainer:
                     "completion_tokens": batch.rollout.completion_lengths[rows].int().tolist(),
                     "truncated": batch.rollout.truncated[rows].tolist(),
                     "reward_version": self.reward_version.number,
+                    **self.sampled_tokens(batch, rows),
                 })
         return records
+
+    @staticmethod
+    def sampled_tokens(batch: MicroBatch, rows: slice) -> dict:
+        """Each completion's tokens as sampled, with their log-probability and entropy under the
+        sampling policy: what Inspect shows for any step, without the checkpoint that sampled it."""
+        lengths = batch.rollout.completion_lengths[rows].int().tolist()
+        ids = batch.rollout.completion_ids[rows].tolist()
+        record = {"completion_ids": [row[:length] for row, length in zip(ids, lengths)]}
+        for key, values in (("logp", batch.sampled_logp), ("entropy", batch.sampled_entropy)):
+            if values is not None:
+                record[key] = [[round(v, 4) for v in row[:length]] for row, length in zip(values[rows].tolist(), lengths)]
+        return record
 
     # ---- held-out evaluation (rft.held_out) ---------------------------------------------------
 
