@@ -66,6 +66,8 @@ class DataConfig:
     shuffle: bool = True
     limit: int | None = None  # use only the first N rows
     eval_size: int = 0  # rows held out from training to evaluate on (a task preset: its own held-out items)
+    task_size: int = 2000  # questions generated for a reasoning-gym task (preset rg:<task>)
+    task_seed: int = 0  # ... and the seed they are generated with
 
 
 @dataclass
@@ -247,6 +249,7 @@ class RunConfig:
         require(8 <= self.data.max_prompt_length <= 131072, "data.max_prompt_length: must be in [8, 131072] tokens")
         require(self.data.limit is None or self.data.limit >= 1, "data.limit: must be at least 1 or empty")
         require(0 <= self.data.eval_size <= 100_000, "data.eval_size: must be in [0, 100000]; 0 holds out nothing")
+        require(1 <= self.data.task_size <= 1_000_000, "data.task_size: must be in [1, 1000000]")
         unknown_trackers = [name for name in self.report.to if name not in TRACKERS]
         require(not unknown_trackers, f"report.to: {', '.join(unknown_trackers)} is not a tracker this project "
                                       f"supports; choose from {', '.join(TRACKERS)}")

@@ -67,7 +67,17 @@ HELD_OUT_SEED = 20250103  # a dataset file's held-out rows: fixed, so every run 
 
 
 def preset_names() -> list[str]:
-    return list(PRESETS)
+    """The built-in datasets the Train tab offers: the project's tasks, then a few of reasoning-gym's
+    (any of its tasks works as `rg:<name>` in a config)."""
+    from rft import task_library
+
+    return list(PRESETS) + [task_library.PREFIX + name for name in task_library.SHOWN_TASKS]
+
+
+def is_known_preset(preset: str | None) -> bool:
+    from rft import task_library
+
+    return preset in PRESETS or task_library.is_library_task(preset)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -266,6 +276,8 @@ def load_held_out_rows(data: DataConfig) -> list[dict]:
 
 
 def _training_and_held_out(data: DataConfig) -> tuple[list[dict], list[dict]]:
+    from rft import task_library
+
     if data.path:
         rows = read_dataset(data)
         if data.eval_size >= len(rows):
@@ -277,8 +289,15 @@ def _training_and_held_out(data: DataConfig) -> tuple[list[dict], list[dict]]:
     elif data.preset in PRESETS:
         rows = validate_rows(PRESETS[data.preset](), "prompt", f"preset {data.preset!r}")
         held_out = HELD_OUT_PRESETS[data.preset](data.eval_size) if data.eval_size else []
+    elif task_library.is_library_task(data.preset):
+        try:
+            rows = task_library.training_rows(data.preset, data.task_size, data.task_seed)
+            held_out = task_library.held_out_rows(data.preset, data.eval_size) if data.eval_size else []
+        except task_library.UnknownTask as exc:
+            raise DatasetError(f"data.preset: {exc}") from None
     else:
-        raise DatasetError(f"data.preset: unknown preset {data.preset!r}; choose one of {', '.join(PRESETS)}.")
+        raise DatasetError(f"data.preset: unknown preset {data.preset!r}; choose one of {', '.join(PRESETS)}, "
+                           f"or a reasoning-gym task as rg:<task> (e.g. rg:chain_sum).")
     return (rows[: data.limit] if data.limit else rows), held_out
 
 

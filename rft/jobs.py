@@ -52,7 +52,7 @@ def preflight(config: RunConfig) -> list[str]:
             columns = {key for row in rows for key in data.example_of(row, config.data)}
             problems.extend(f"rewards.source: {message}"
                             for message in rewards.missing_example_keys(config.rewards.source, columns))
-    elif config.data.preset and config.data.preset not in data.PRESETS:
+    elif config.data.preset and not data.is_known_preset(config.data.preset):
         problems.append(f"data.preset: unknown preset {config.data.preset!r}")
     else:
         problems.extend(_sft_problems(config, []))

@@ -94,6 +94,12 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {"wordle": wordle, "wordle-guarded
 
 
 def preset_config(name: str) -> RunConfig:
+    """The recipe of a preset, or of a reasoning-gym task named rg:<task>."""
+    from rft import task_library
+
+    if task_library.is_library_task(name):
+        return task_library.recipe(name)
     if name not in PRESETS:
-        raise ConfigError([f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}"])
+        raise ConfigError([f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}, or a reasoning-gym task "
+                           "as rg:<task> (e.g. rg:chain_sum)"])
     return PRESETS[name]()

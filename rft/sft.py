@@ -68,6 +68,10 @@ def demonstration_source(data: DataConfig, rows: list[dict]) -> Demonstrate:
             f"sft: the SFT warm start needs a demonstration per row; add a {COMPLETION_COLUMN!r} column "
             "(the text the model should write after the prompt) to the dataset file, or turn SFT off."
         )
+    from rft import task_library
+
+    if task_library.is_library_task(data.preset):
+        return task_library.demonstration
     if data.preset not in DEMONSTRATIONS:
         raise datasets.DatasetError(
             f"sft: preset {data.preset!r} has no demonstrations; SFT works with {', '.join(DEMONSTRATIONS)} "

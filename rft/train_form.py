@@ -142,6 +142,11 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
         FormField("schedule.seed", "Seed", "Seeds sampling and data order; the same seed repeats a run.", "int"),
         FormField("data.max_prompt_length", "Max prompt tokens", "Longer prompts are left out (and logged).", "int"),
         FormField("data.limit", "Use first N rows", "Empty uses the whole dataset.", "int", optional=True),
+        FormField("data.task_size", "Task questions",
+                  "For a reasoning-gym dataset (rg:...): how many questions to generate for training.", "int"),
+        FormField("data.task_seed", "Task seed",
+                  "For a reasoning-gym dataset: the seed its questions are generated with (held-out questions "
+                  "come from a seed of their own).", "int"),
         FormField("data.eval_size", "Held-out rows",
                   "Rows kept out of training to evaluate on, with the run's reward functions (a fixed choice of "
                   "a file's rows; Wordle's and arithmetic's own held-out items). 0 holds out nothing.", "int"),
@@ -328,13 +333,20 @@ def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
 
 def recipe_for(dataset_choice: str) -> RunConfig | None:
     """The recipe (reward code and hyperparameters) made for a built-in dataset, when it has one."""
-    return presets.PRESETS[dataset_choice]() if dataset_choice in presets.PRESETS else None
+    from rft import task_library
+
+    if dataset_choice in presets.PRESETS or task_library.is_library_task(dataset_choice):
+        return presets.preset_config(dataset_choice)
+    return None
 
 
 def is_untouched_recipe_code(source: str) -> bool:
     """Whether reward code is exactly some recipe's own, unedited: it belongs to that recipe's
     dataset, so choosing another dataset may replace it without losing anything the user wrote."""
-    return any(source.strip() == make().rewards.source.strip() for make in presets.PRESETS.values())
+    from rft import task_library
+
+    recipes = [make().rewards.source for make in presets.PRESETS.values()] + [task_library.reward_source()]
+    return any(source.strip() == recipe.strip() for recipe in recipes)
 
 
 def weights_table(functions, weights: dict[str, float]) -> pd.DataFrame:
