@@ -98,9 +98,8 @@ def policies_for_step(run_dir: str | Path, step: int, stored_sampling: bool = Fa
     """The policies of step N. With `stored_sampling` (the rollouts hold its log-probabilities) the
     sampling policy is only named, never loaded, so its checkpoint need not be on disk."""
     run_dir = Path(run_dir)
-    if stored_sampling:
-        sampling = start_policy(run_dir) if step == 1 else Policy(read_config(run_dir).model.name_or_path, None,
-                                                                  f"the policy after step {step - 1}")
+    if stored_sampling and step > 1 and step - 1 not in list_checkpoints(run_dir):
+        sampling = Policy(read_config(run_dir).model.name_or_path, None, f"the policy after step {step - 1}")
     elif step == 1:
         sampling = start_policy(run_dir)
     elif step - 1 in list_checkpoints(run_dir):

@@ -96,6 +96,14 @@ def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
     assert "output_format_check" in turns.first.inner_text() and "guess_value" in turns.first.inner_text()
     assert page.locator("#watch-stop").first.is_disabled()
     screenshot(page, "7-play-watch")
+    # A long game shows its progress and stops on Stop, within a token.
+    set_number(page, "play-max-tokens", 4000)
+    page.locator("#watch-play").click()
+    wait_for_text(page.locator("#watch-message"), r"turn \d of 6: writing its answer · \d+ s")
+    page.locator("#watch-stop").click()
+    wait_for_text(page.locator("#watch-message"), r"^Stopped\.$")
+    assert page.locator("#watch-stop").first.is_disabled()
+    set_number(page, "play-max-tokens", 8)
 
     # Inspect: the tokens of a step-3 completion under the sampling, updated and reference policies.
     open_tab(page, "Inspect")
