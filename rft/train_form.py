@@ -317,7 +317,9 @@ def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPrevi
         return DatasetPreview([], pd.DataFrame(), f"Dataset could not be loaded: {type(exc).__name__}: {exc}")
     source = Path(data.path).name if data.path else f"preset '{data.preset}'"
     columns = sorted({key for row in rows[:count] for key in row})
-    message = f"{source}: {len(rows):,} rows, columns: {', '.join(columns)}."
+    passed = sorted({key for row in rows[:count] for key in datasets.example_of(row, data)})
+    message = (f"{source}: {len(rows):,} rows, columns: {', '.join(columns)}. The prompt is {data.prompt_column!r}; "
+               f"reward functions receive {', '.join(passed) or 'no other column'} as example.")
     return DatasetPreview(rows[:count], datasets.preview_frame(rows, data, count), message,
                           has_demonstrations(data, rows))
 

@@ -109,7 +109,8 @@ def build(runs_root: Path) -> TrainTab:
             with gr.Row():
                 dataset_choice = gr.Dropdown(datasets, value=datasets[0], label="Source", scale=2,
                                              info="Built-in presets, or upload a file", elem_id="dataset-choice")
-                prompt_column = gr.Textbox(config.data.prompt_column, label="Prompt column", scale=1, min_width=100)
+                prompt_column = gr.Textbox(config.data.prompt_column, label="Prompt column", scale=1, min_width=100,
+                                           info="The column with the prompt; Enter applies it", elem_id="prompt-column")
             with gr.Row(elem_classes="toolbar"):
                 upload = gr.UploadButton("Upload JSONL / CSV / Parquet…", file_types=list(SUPPORTED_SUFFIXES),
                                          size="sm", elem_id="dataset-upload")

@@ -173,3 +173,25 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     page.locator("#runs-confirm-delete").click()
     wait_for_text(page.locator("#runs-message"), r"Deleted \S+browser-test")
     assert not any((p / "config.yaml").exists() for p in runs_dir.iterdir())
+
+
+def test_a_dataset_whose_prompt_column_has_another_name(dashboard, page, tmp_path):
+    """A file whose prompts are in `question`: refused with its columns named, then mapped in the form,
+    with the columns that reach the reward functions said."""
+    url, _ = dashboard
+    dataset = tmp_path / "questions.jsonl"
+    dataset.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                               for i in range(5)))
+    page.goto(url)
+    wait_for_text(page.locator("#check-message"), r"reward functions? found")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#dataset-upload").click()
+    chooser.value.set_files(str(dataset))
+    wait_for_text(page.locator("#dataset-message"), r"row 1 has no 'prompt' column \(columns: answer, question\)")
+    column = page.locator("#prompt-column input, #prompt-column textarea").first
+    column.fill("question")
+    column.press("Enter")
+    wait_for_text(page.locator("#dataset-message"),
+                  r"questions\.jsonl: 5 rows[\s\S]*The prompt is 'question'; reward functions receive answer as example")
+    assert "What is 0 + 0?" in page.locator("#dataset-preview").inner_text()
+    screenshot(page, "13-prompt-column")
