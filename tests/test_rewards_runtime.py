@@ -320,7 +320,7 @@ def test_library_functions_run_from_their_source_alone():
 
     assert result.errors == {}
     assert result.per_function == {
-        "format_check": [1.0], "exact_match": [1.0], "numeric_match": [1.0],
+        "format_check": [1.0], "exact_match": [1.0], "numeric_match": [1.0], "math_verified": [1.0],
         "length_penalty": [0.0], "repetition_penalty": [0.0], "soft_overlong_punishment": [0.0],
     }
 

@@ -72,7 +72,9 @@ def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
     for turn, word in enumerate(PERSON_GUESSES, start=1):
         guess_box.fill(word)
         page.locator("#versus-submit").click()
-        wait_for_text(page.locator("#versus-reasoning"), rf"Turn {turn}:", timeout_s=60)
+        # The message comes along, so that a turn that fails says why.
+        wait_until(lambda: page.locator("#versus-reasoning").inner_text() + " | message: " +
+                   page.locator("#versus-message").inner_text(), rf"Turn {turn}:", timeout_s=120)
     wait_for_text(page.locator("#versus-message"), r"Nobody solved it\. The secret was CRANE")
     person_board = page.locator("#versus-person-board")
     assert person_board.locator(".tile-empty").count() == 0
