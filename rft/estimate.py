@@ -11,13 +11,14 @@ tab says so: a quick try (a few steps) measures one in a minute or two.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from rft.config import RunConfig
-from rft.monitoring import format_duration
+from rft.monitoring import change_signature, format_duration
 from rft.runs import list_runs, read_config, read_metrics, read_sft_metrics
 
 RECENT_STEPS = 10  # a run's last steps: its speed once warmed up
@@ -43,18 +44,22 @@ class Estimate:
 @dataclass(frozen=True)
 class _Measured:
     run_id: str
+    model: tuple[str, str]  # (name_or_path, device): speeds of another model or device say nothing
+    dataset: tuple[str | None, str | None]  # (preset, path)
     seconds_per_token: float  # a step's seconds per completion token generated and trained
     length_share: float  # mean completion length / its limit
-    same_dataset: bool
     sft_seconds_per_example: float | None
 
 
 def estimate_run(config: RunConfig, runs_root: str | Path) -> Estimate | None:
     """The estimate for `config` from the most relevant earlier run of its model; None without one."""
-    measured = [m for m in (_measure(run.run_id, run.run_dir, config) for run in list_runs(runs_root)) if m]
+    model = (config.model.name_or_path, config.model.device)
+    measured = [m for m in (_measure(run.run_id, run.run_dir, change_signature(run.run_dir))
+                            for run in list_runs(runs_root)) if m and m.model == model]
     if not measured:
         return None
-    best = next((m for m in measured if m.same_dataset), measured[0])  # newest first
+    dataset = (config.data.preset, config.data.path)
+    best = next((m for m in measured if m.dataset == dataset), measured[0])  # newest first
     length = config.sampling.max_completion_length * best.length_share
     steps = config.schedule.max_steps
     grpo_s = steps * config.completions_per_step * length * best.seconds_per_token
@@ -65,12 +70,12 @@ def estimate_run(config: RunConfig, runs_root: str | Path) -> Estimate | None:
     return Estimate(grpo_s, sft_s, best.run_id)
 
 
-def _measure(run_id: str, run_dir: Path, config: RunConfig) -> _Measured | None:
+# The Train tab asks again at every field change: a run's files are read again only when they changed.
+@functools.lru_cache(maxsize=256)
+def _measure(run_id: str, run_dir: Path, signature: tuple) -> _Measured | None:
     try:
         earlier = read_config(run_dir)
     except Exception:  # a run whose config cannot be read measures nothing
-        return None
-    if earlier.model.name_or_path != config.model.name_or_path or earlier.model.device != config.model.device:
         return None
     metrics = read_metrics(run_dir)
     needed = ("time/step", "completion_length/mean")
@@ -86,9 +91,10 @@ def _measure(run_id: str, run_dir: Path, config: RunConfig) -> _Measured | None:
     if per_token.empty:
         return None
     length_share = float(recent["completion_length/mean"].mean()) / earlier.sampling.max_completion_length
-    same_dataset = (earlier.data.preset, earlier.data.path) == (config.data.preset, config.data.path)
     sft = read_sft_metrics(run_dir)
     sft_per_example = None
     if not sft.empty and "time/step" in sft:
         sft_per_example = float(pd.to_numeric(sft["time/step"], errors="coerce").mean()) / earlier.sft.batch_size
-    return _Measured(run_id, float(per_token.median()), min(1.0, length_share), same_dataset, sft_per_example)
+    return _Measured(run_id, (earlier.model.name_or_path, earlier.model.device),
+                     (earlier.data.preset, earlier.data.path), float(per_token.median()), min(1.0, length_share),
+                     sft_per_example)
