@@ -68,6 +68,12 @@ def policy_key(run_id: str, step: int | str | None) -> str:
     return f"{run_id}@{BASE_CHOICE if step is None else step}"
 
 
+def is_checkpoint_key(key: str) -> bool:
+    """Whether a picker key names a run's trained adapter (a step or its SFT warm start), not a base model."""
+    which = key.rpartition("@")[2]
+    return which.isdigit() or which == SFT_CHOICE
+
+
 def run_policy_keys(runs_root: str | Path, run_id: str) -> tuple[str, str]:
     """The two policies a comparison of one run starts from: where it started (its SFT warm start,
     else its base model) and where it got to (its last checkpoint, else where it started)."""

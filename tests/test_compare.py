@@ -19,8 +19,8 @@ from rft.compare import (
     typed_prompt,
 )
 from rft.config import BUNDLED_MODEL
-from rft.policies import (Policy, PolicyCache, PolicyError, base_policy, checkpoint_policy, policy_choices,
-                          resolve_policy, run_policy_keys)
+from rft.policies import (Policy, PolicyCache, PolicyError, base_policy, checkpoint_policy, is_checkpoint_key,
+                          policy_choices, resolve_policy, run_policy_keys)
 from rft.runs import read_config, read_rollouts
 
 
@@ -38,6 +38,8 @@ def test_choices_list_the_base_model_once_and_every_checkpoint(tiny_run_dir):
     assert resolve_policy(runs_root, f"{run_id}@base").adapter is None
     assert resolve_policy(runs_root, bundled) == Policy(BUNDLED_MODEL, None, f"base model ({BUNDLED_MODEL})")
     assert [key for _, key in policy_choices(runs_root, [])] == [bundled]
+    assert [is_checkpoint_key(key) for key in (bundled, f"{run_id}@base", f"{run_id}@sft", f"{run_id}@3")] == \
+        [False, False, True, True]
     # A run's own pair for Compare: where it started (no warm start: its base model), its last checkpoint.
     assert run_policy_keys(runs_root, run_id) == (f"{run_id}@base", f"{run_id}@3")
     with pytest.raises(PolicyError, match="no SFT warm start"):

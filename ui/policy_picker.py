@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from rft.models import ModelLoadError
-from rft.policies import PolicyCache, PolicyError, policy_choices
+from rft.policies import PolicyCache, PolicyError, is_checkpoint_key, policy_choices
 from ui.common import run_ids
 
 LOADED_POLICIES = PolicyCache()
@@ -25,7 +25,7 @@ def policy_picker_update(runs_root: Path, selected: str | None, prefer_checkpoin
     keys = [key for _, key in choices]
     if selected in keys:
         return gr.update(choices=choices, value=selected)
-    checkpoints = [key for key in keys if not key.endswith("@base")]
+    checkpoints = [key for key in keys if is_checkpoint_key(key)]
     if prefer_checkpoint and checkpoints:
         newest_run = checkpoints[0].rpartition("@")[0]  # runs are listed newest first
         fallback = [key for key in checkpoints if key.rpartition("@")[0] == newest_run][-1]
