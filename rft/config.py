@@ -143,6 +143,23 @@ class SFTConfig:
     max_length: int = 640  # prompt + demonstration tokens; longer examples are left out
 
 
+@dataclass
+class EnvironmentConfig:
+    """Multi-turn episodes: the model talks with an environment (rft.environments) instead of
+    answering once. An empty source keeps single-turn rollouts."""
+
+    source: str = ""  # Python code defining the environment class
+    class_name: str | None = None  # which class, when the code defines several
+    max_turns: int = 6  # model replies per episode (each at most sampling.max_completion_length tokens)
+    max_episode_tokens: int = 1024  # model and environment tokens after the prompt
+    timeout_s: float = 10.0  # per call of reset, step or reward
+    reward_weight: float = 1.0  # of the environment's own reward(), scored as "environment"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source.strip())
+
+
 TRACKERS = ("tensorboard", "trackio")
 
 
@@ -164,6 +181,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
@@ -328,6 +346,8 @@ class RunConfig:
         require(0 < lo.alpha <= 65536, "lora.alpha: must be in [1, 65536]")
         require(0 <= lo.dropout < 1, "lora.dropout: must be in [0, 1)")
         require(bool(lo.target_modules.strip()), "lora.target_modules: 'all-linear' or module names")
+        if self.environment.enabled:
+            found.extend(self.environment_problems())
         if self.sft.enabled:
             ft = self.sft
             require(1 <= ft.examples <= 1_000_000, "sft.examples: must be in [1, 1000000] demonstrations")
@@ -335,6 +355,24 @@ class RunConfig:
             require(_finite(ft.learning_rate) and 0 < ft.learning_rate <= 1, "sft.learning_rate: must be in (0, 1]")
             require(1 <= ft.batch_size <= 1024, "sft.batch_size: must be in [1, 1024]")
             require(16 <= ft.max_length <= 131072, "sft.max_length: must be in [16, 131072] tokens")
+        return found
+
+    def environment_problems(self) -> list[str]:
+        from rft.environments.runtime import EnvironmentCodeError, analyse_environment
+
+        env, found = self.environment, []
+        if not 1 <= env.max_turns <= 1000:
+            found.append("environment.max_turns: must be in [1, 1000]")
+        if not 1 <= env.max_episode_tokens <= 131072:
+            found.append("environment.max_episode_tokens: must be in [1, 131072]")
+        if not (_finite(env.timeout_s) and env.timeout_s > 0):
+            found.append("environment.timeout_s: must be a positive number of seconds")
+        if not _finite(env.reward_weight):
+            found.append("environment.reward_weight: must be a number")
+        try:
+            analyse_environment(env.source, env.class_name)
+        except EnvironmentCodeError as exc:
+            found.append(f"environment.source: {exc}")
         return found
 
     def validate(self) -> "RunConfig":

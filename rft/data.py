@@ -37,19 +37,32 @@ def _wordle_rows() -> list[dict]:
     return training_rows()
 
 
+def _wordle_game_rows() -> list[dict]:
+    from rft.wordle.dataset import game_rows
+
+    return game_rows()
+
+
 def _arithmetic_rows() -> list[dict]:
     from rft.arithmetic.problems import training_rows
 
     return training_rows()
 
 
-PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "arithmetic": _arithmetic_rows}
+PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "wordle-games": _wordle_game_rows,
+                                               "arithmetic": _arithmetic_rows}
 
 
 def _wordle_held_out_rows(count: int) -> list[dict]:
     from rft.wordle.dataset import held_out_rows
 
     return held_out_rows(count)
+
+
+def _wordle_game_held_out_rows(count: int) -> list[dict]:
+    from rft.wordle.dataset import held_out_game_rows
+
+    return held_out_game_rows(count)
 
 
 def _arithmetic_held_out_rows(count: int) -> list[dict]:
@@ -62,6 +75,7 @@ def _arithmetic_held_out_rows(count: int) -> list[dict]:
 # A task preset's held-out rows come from the items its own evaluator uses (never in its training
 # rows), so the run's periodic evaluation and `python -m rft eval TASK` see the same problems.
 HELD_OUT_PRESETS: dict[str, Callable[[int], list[dict]]] = {"wordle": _wordle_held_out_rows,
+                                                           "wordle-games": _wordle_game_held_out_rows,
                                                            "arithmetic": _arithmetic_held_out_rows}
 HELD_OUT_SEED = 20250103  # a dataset file's held-out rows: fixed, so every run of a file holds out the same
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rft import data as datasets
 from rft.config import RunConfig
+from rft.environments.runtime import ENVIRONMENT_REWARD
 from rft.models import generate_continuations
 from rft.stats import mean_interval, wilson_interval
 
@@ -30,28 +31,35 @@ BATCH_SIZE = 32  # prompts generated together; a single turn each
 
 
 def evaluate_rows(model, tokenizer, config: RunConfig, rows: list[dict], rewards,
-                  on_batch_done: Callable[[int], None] | None = None) -> dict:
-    """Greedy answers to `rows`, scored by `rewards` (a RewardRuntime): the summary and every answer."""
-    data = config.data
+                  on_batch_done: Callable[[int], None] | None = None, environment=None) -> dict:
+    """Greedy answers to `rows`, scored by `rewards` (a RewardRuntime): the summary and every answer.
+    A run with an environment plays one greedy episode per row, in `environment` (an
+    EnvironmentRuntime; one is started from the config when none is given)."""
     started = time.perf_counter()
-    details, per_function, totals = [], {name: [] for name in rewards.function_names}, []
-    for first in range(0, len(rows), BATCH_SIZE):
-        chunk = rows[first:first + BATCH_SIZE]
-        messages = [datasets.to_messages(row, data) for row in chunk]
-        prompts = [datasets.render_prompt(tokenizer, m) for m in messages]
-        completions = generate_continuations(model, tokenizer, prompts, config.sampling.max_completion_length)
-        completion_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in completions]
-        scores = rewards.score(prompts, completions, [datasets.example_of(row, data) for row in chunk], completion_ids)
-        for index, (message_list, completion) in enumerate(zip(messages, completions)):
-            row_scores = {name: scores.per_function[name][index] for name in rewards.function_names}
-            for name, value in row_scores.items():
-                per_function[name].append(value)
-            totals.append(scores.total[index])
-            details.append({"prompt": datasets.prompt_text_for_display(message_list), "completion": completion,
-                            "rewards": row_scores, "total": scores.total[index]})
-        if on_batch_done is not None:
-            on_batch_done(len(details))
-    mean, low, high = mean_interval(totals)
+    own_environment = environment is None and config.environment.enabled
+    if own_environment:
+        from rft.environments.runtime import EnvironmentRuntime
+
+        environment = EnvironmentRuntime(config.environment.source, config.environment.class_name,
+                                         config.environment.timeout_s)
+    names = list(rewards.function_names)
+    if environment is not None and environment.has_reward:
+        names.append(ENVIRONMENT_REWARD)
+    details, per_function, totals = [], {name: [] for name in names}, []
+    try:
+        for first in range(0, len(rows), BATCH_SIZE):
+            for detail in _answer_and_score(model, tokenizer, config, rows[first:first + BATCH_SIZE], rewards,
+                                            environment):
+                for name in names:
+                    per_function[name].append(detail["rewards"][name])
+                totals.append(detail["total"])
+                details.append(detail)
+            if on_batch_done is not None:
+                on_batch_done(len(details))
+    finally:
+        if own_environment:
+            environment.close()
+    mean, low, high = mean_interval([total for total in totals if not math.isnan(total)])
     return {
         "rows": len(details),
         "seconds": round(time.perf_counter() - started, 2),
@@ -59,6 +67,51 @@ def evaluate_rows(model, tokenizer, config: RunConfig, rows: list[dict], rewards
         "functions": {name: function_summary(values) for name, values in per_function.items()},
         "details": details,
     }
+
+
+def _answer_and_score(model, tokenizer, config: RunConfig, rows: list[dict], rewards, environment) -> list[dict]:
+    """Each row answered greedily (or played as one greedy episode) and scored: one detail per row."""
+    data = config.data
+    messages = [datasets.to_messages(row, data) for row in rows]
+    examples = [datasets.example_of(row, data) for row in rows]
+    played = None
+    if environment is None:
+        prompts = [datasets.render_prompt(tokenizer, m) for m in messages]
+        completions = generate_continuations(model, tokenizer, prompts, config.sampling.max_completion_length)
+        completion_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in completions]
+    else:
+        from rft.environments import episodes
+
+        greedy = dataclasses.replace(config.sampling, num_generations=1, temperature=0.0)
+        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment,
+                              lambda m: datasets.render_prompt(tokenizer, m))
+        played, prompts, messages = batch.episodes, batch.prompt_texts, batch.prompt_messages
+        completions = [episode.replies[-1] if episode.replies else "" for episode in played]
+        completion_ids = [[t for t, m in zip(e.token_ids, e.model_mask) if m] for e in played]
+        examples = [dict(example, episode=episode.summary()) for example, episode in zip(examples, played)]
+    scores = rewards.score(prompts, completions, examples, completion_ids)
+    per_function = scores.per_function
+    if played is not None:
+        per_function = episodes.with_episode_outcomes(per_function, played, environment.has_reward)
+        weights = {**rewards.weights, ENVIRONMENT_REWARD: config.environment.reward_weight}
+        totals = [total_of({name: values[index] for name, values in per_function.items()}, weights)
+                  for index in range(len(rows))]
+    else:
+        totals = scores.total
+    details = []
+    for index, (message_list, completion) in enumerate(zip(messages, completions)):
+        detail = {"prompt": datasets.prompt_text_for_display(message_list), "completion": completion,
+                  "rewards": {name: values[index] for name, values in per_function.items()}, "total": totals[index]}
+        if played is not None:
+            detail["episode"] = played[index].summary()
+        details.append(detail)
+    return details
+
+
+def total_of(scores: dict[str, float], weights: dict[str, float]) -> float:
+    """The weighted sum of the present scores; NaN when none is present (as rft.grpo.loss.total_rewards)."""
+    present = {name: value for name, value in scores.items() if not math.isnan(value)}
+    return sum(weights.get(name, 1.0) * value for name, value in present.items()) if present else math.nan
 
 
 def function_summary(values: Sequence[float]) -> dict:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from rft.config import (
     ConfigError,
     DataConfig,
+    EnvironmentConfig,
     GRPOConfig,
     OptimConfig,
     RewardsConfig,
@@ -53,6 +54,31 @@ def wordle_guarded() -> RunConfig:
     return config
 
 
+def wordle_game() -> RunConfig:
+    """Wordle played whole: the model makes up to six guesses in one conversation, each answered
+    by the game's feedback as the next user message (rft.wordle.environment), and GRPO compares
+    whole games. Rewards per game: the environment's win (1 or 0), guesses_used for a win, and the
+    course's three rewards averaged over the game's guesses.
+
+    The warm start is the solver's games, learnt as conversations (its turns only). A game is up
+    to six replies, so a step of 2 prompts x 6 games generates several times the tokens of a
+    single-turn step; 20 steps fit the hour beside the warm start.
+    """
+    from rft.wordle import environment_source, game_reward_source
+
+    return RunConfig(
+        name="wordle-game",
+        data=DataConfig(preset="wordle-games", max_prompt_length=1024),
+        rewards=RewardsConfig(source=game_reward_source(), weights={"feedback_per_turn": 0.5}),
+        sampling=SamplingConfig(num_generations=6, max_completion_length=128, temperature=1.0),
+        grpo=GRPOConfig(beta=0.04, loss_type="dapo"),
+        optim=OptimConfig(learning_rate=5e-5, prompts_per_step=2),
+        schedule=ScheduleConfig(max_steps=20, save_every=5),
+        sft=SFTConfig(enabled=True, examples=384, epochs=1.0, learning_rate=5e-4, batch_size=4, max_length=1536),
+        environment=EnvironmentConfig(source=environment_source(), max_turns=6, max_episode_tokens=1024),
+    )
+
+
 def arithmetic() -> RunConfig:
     """Generated integer arithmetic (e.g. 37 + 18 * 4): a format reward and an exact-answer reward.
 
@@ -90,7 +116,8 @@ def arithmetic_zero() -> RunConfig:
 
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {"wordle": wordle, "wordle-guarded": wordle_guarded,
-                                               "arithmetic": arithmetic, "arithmetic-zero": arithmetic_zero}
+                                               "wordle-game": wordle_game, "arithmetic": arithmetic,
+                                               "arithmetic-zero": arithmetic_zero}
 
 
 def preset_config(name: str) -> RunConfig:

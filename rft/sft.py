@@ -7,7 +7,9 @@ warm-started adapter (which is also its KL reference).
 
 A demonstration is the completion for one dataset row: built-in presets have a generator
 (`DEMONSTRATIONS`), a dataset file supplies a `completion` column. The loss covers only the
-demonstration's tokens (and the end-of-turn token after it), never the prompt's.
+demonstration's tokens (and the end-of-turn token after it), never the prompt's. For a task played
+in an environment, a demonstration is a whole conversation (the solver's game): the loss covers
+the assistant's turns only, laid out as the episodes GRPO then trains on (rft.environments).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rft import data as datasets
 from rft import models, prefix_cache
 from rft.config import DataConfig, RunConfig
 from rft.distributed import Processes
+from rft.environments.episodes import TurnRenderer, assistant_prefix
 from rft.runs import RunWriter, sft_adapter_path
 
 IGNORED_LABEL = -100  # positions the loss skips (the model's convention)
@@ -38,13 +41,21 @@ class StopRequested(Exception):
     """A graceful stop was requested during the warm start; nothing of it is kept."""
 
 
-Demonstrate = Callable[[dict, object], str]  # (dataset row, the model's tokenizer) -> the completion to learn
+# (dataset row, the model's tokenizer) -> the completion to learn, or the conversation after the
+# prompt ({"role": "assistant" | "user" | "tool", "content"} messages) for an environment's task
+Demonstrate = Callable[[dict, object], str | list[dict]]
 
 
 def _wordle_demonstration(row: dict, tokenizer) -> str:
     from rft.wordle.demonstrations import demonstration_for_row
 
     return demonstration_for_row(row, tokenizer)
+
+
+def _wordle_game_demonstration(row: dict, tokenizer) -> list[dict]:
+    from rft.wordle.demonstrations import game_demonstration
+
+    return game_demonstration(row, tokenizer)
 
 
 def _arithmetic_demonstration(row: dict, tokenizer) -> str:
@@ -55,6 +66,7 @@ def _arithmetic_demonstration(row: dict, tokenizer) -> str:
 
 DEMONSTRATIONS: dict[str, Demonstrate] = {
     "wordle": _wordle_demonstration,
+    "wordle-games": _wordle_game_demonstration,
     "arithmetic": _arithmetic_demonstration,
 }
 
@@ -84,6 +96,7 @@ def demonstration_source(data: DataConfig, rows: list[dict]) -> Demonstrate:
 class Example:
     input_ids: list[int]  # prompt, then demonstration, then the end-of-turn token
     prompt_length: int  # the first tokens, which the loss skips
+    model_mask: list[int] | None = None  # after the prompt: 1 on the tokens to learn; None: every one
 
 
 def build_examples(config: RunConfig, tokenizer, writer: RunWriter) -> list[Example]:
@@ -95,14 +108,21 @@ def build_examples(config: RunConfig, tokenizer, writer: RunWriter) -> list[Exam
     rows = datasets.load_rows(config.data)[: config.sft.examples]
     demonstrate = demonstration_source(config.data, rows)
     examples, too_long = [], 0
+    renderer = None
     for row in rows:
-        prompt = datasets.render_prompt(tokenizer, datasets.to_messages(row, config.data))
-        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        completion_ids = tokenizer(demonstrate(row, tokenizer), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        messages = datasets.to_messages(row, config.data)
+        prompt_ids = tokenizer(datasets.render_prompt(tokenizer, messages), add_special_tokens=False).input_ids
+        demonstrated = demonstrate(row, tokenizer)
+        if isinstance(demonstrated, str):
+            completion_ids = tokenizer(demonstrated, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+            model_mask = None
+        else:
+            renderer = renderer or TurnRenderer(tokenizer)
+            completion_ids, model_mask = conversation_tokens(renderer, demonstrated, assistant_prefix(messages))
         if len(prompt_ids) + len(completion_ids) > config.sft.max_length:
             too_long += 1
             continue
-        examples.append(Example(prompt_ids + completion_ids, len(prompt_ids)))
+        examples.append(Example(prompt_ids + completion_ids, len(prompt_ids), model_mask))
     if too_long:
         writer.log(f"sft: {too_long} example(s) longer than sft.max_length={config.sft.max_length} tokens left out")
     if not examples:
@@ -110,6 +130,21 @@ def build_examples(config: RunConfig, tokenizer, writer: RunWriter) -> list[Exam
                                     "raise the limit")
     writer.log(f"sft: {len(examples)} demonstrations")
     return examples
+
+
+def conversation_tokens(renderer: TurnRenderer, conversation: list[dict], prefix: str) -> tuple[list[int], list[int]]:
+    """A demonstrated conversation after the prompt as an episode's tokens and model mask: each
+    assistant turn learnt (with its end-of-turn token), every other message context only."""
+    eos = renderer.tokenizer.eos_token_id
+    ids, mask = [], []
+    for message in conversation:
+        if message["role"] == "assistant":
+            turn = renderer.tokenizer(message["content"], add_special_tokens=False).input_ids + [eos]
+            ids, mask = ids + turn, mask + [1] * len(turn)
+        else:
+            turn = renderer.message_ids(message, eos, prefix)
+            ids, mask = ids + turn, mask + [0] * len(turn)
+    return ids, mask
 
 
 def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -124,6 +159,9 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tenso
         input_ids[row, :length] = ids
         attention_mask[row, :length] = 1
         labels[row, example.prompt_length:length] = ids[example.prompt_length:]
+        if example.model_mask is not None:
+            context = torch.tensor(example.model_mask, dtype=torch.bool).logical_not()
+            labels[row, example.prompt_length:length][context] = IGNORED_LABEL
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -150,7 +188,8 @@ def batch_loss(model, examples: list[Example], pad_token_id: int) -> tuple[torch
     if shared:
         prefix = torch.tensor([examples[0].input_ids[:shared]], device=device)
         cache, _ = prefix_cache.prefill(model, prefix, len(examples))
-    rest = collate([Example(e.input_ids[shared:], e.prompt_length - shared) for e in examples], pad_token_id)
+    rest = collate([Example(e.input_ids[shared:], e.prompt_length - shared, e.model_mask) for e in examples],
+                   pad_token_id)
     rest = {k: v.to(device) for k, v in rest.items()}
     rows, width = rest["input_ids"].shape
     prefix_mask = torch.ones(rows, shared, dtype=torch.long, device=device)

@@ -15,7 +15,9 @@ def bundled_model_dir() -> Path:
     return Path(resolve_model_dir(BUNDLED_MODEL))
 
 
-def build_tiny_model(folder: Path, tokenizer_dir: Path) -> Path:
+def build_tiny_model(folder: Path, tokenizer_dir: Path, stop_every: int = 0) -> Path:
+    """`stop_every` N > 0: every Nth token id also ends a reply (the generation config's EOS ids), so
+    the random model's replies end after about N tokens, as a chat model's do (multi-turn tests)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -36,6 +38,8 @@ def build_tiny_model(folder: Path, tokenizer_dir: Path) -> Path:
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
+    if stop_every:
+        model.generation_config.eos_token_id = [tokenizer.eos_token_id] + list(range(1, len(tokenizer), stop_every))
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

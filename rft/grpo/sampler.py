@@ -25,14 +25,29 @@ class Rollout:
     prompt_mask: torch.Tensor  # [P, Lp]
     group_size: int  # G
     completion_ids: torch.Tensor  # [B, Lc], padded after the first EOS
-    completion_mask: torch.Tensor  # [B, Lc] float: 1 on tokens up to and including EOS
-    completions: list[str]
-    truncated: torch.Tensor  # [B] bool: hit the length limit without EOS
+    completion_mask: torch.Tensor  # [B, Lc] float: 1 on tokens the model wrote, up to and including EOS
+    completions: list[str]  # an episode's: its last reply
+    truncated: torch.Tensor  # [B] bool: hit the length limit without EOS (an episode: cut by a limit)
     generate_seconds: float
+    # Episodes (rft.environments): their environment messages sit between the model's replies, as
+    # context the model attends to (context_mask 1) but does not learn from (completion_mask 0).
+    context_mask: torch.Tensor | None = None  # [B, Lc] float: 1 on every token of the episode
+    episodes: list | None = None  # rft.environments.episodes.Episode, one per row
 
     @property
     def completion_lengths(self) -> torch.Tensor:
+        """Tokens the model wrote, per row."""
         return self.completion_mask.sum(-1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """[B, Lc] float: the tokens after the prompt that are there (not padding)."""
+        return self.completion_mask if self.context_mask is None else self.context_mask
+
+    @property
+    def sequence_lengths(self) -> torch.Tensor:
+        """Tokens after the prompt per row: the model's and, in an episode, the environment's."""
+        return self.attention_mask.sum(-1)
 
     def select_groups(self, groups: list[int]) -> Rollout:
         """The rollout of these prompt groups only, in this order."""
@@ -40,7 +55,8 @@ class Rollout:
         index = torch.tensor(groups, dtype=torch.long)
         return Rollout(self.prompt_ids[index], self.prompt_mask[index], self.group_size, self.completion_ids[rows],
                        self.completion_mask[rows], [self.completions[r] for r in rows.tolist()], self.truncated[rows],
-                       self.generate_seconds)
+                       self.generate_seconds, None if self.context_mask is None else self.context_mask[rows],
+                       None if self.episodes is None else [self.episodes[r] for r in rows.tolist()])
 
     @staticmethod
     def concatenate(rollouts: list[Rollout], pad_id: int) -> Rollout:
@@ -64,6 +80,8 @@ class Rollout:
             [c for r in rollouts for c in r.completions],
             torch.cat([r.truncated for r in rollouts]),
             sum(r.generate_seconds for r in rollouts),
+            None if rollouts[0].context_mask is None else torch.cat([right(r.context_mask, 0.0) for r in rollouts]),
+            None if rollouts[0].episodes is None else [e for r in rollouts for e in r.episodes],
         )
 
 
@@ -118,6 +136,27 @@ def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingCo
     return Rollout(prompt_ids, prompt_mask, group, completion_ids, completion_mask, completions, truncated, generate_seconds)
 
 
+def rollout_from_episodes(tokenizer, batch, group_size: int, device: torch.device) -> Rollout:
+    """The rollout of played episodes (rft.environments.episodes.EpisodeBatch): each episode's tokens
+    after its prompt as one completion, the environment's tokens masked out of the loss."""
+    encoded = [tokenizer(text, add_special_tokens=False).input_ids for text in batch.prompt_texts]
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
+    width = max(1, max(len(episode.token_ids) for episode in batch.episodes))
+    rows = len(batch.episodes)
+    completion_ids = torch.full((rows, width), tokenizer.pad_token_id, dtype=torch.long)
+    completion_mask, context_mask = torch.zeros(rows, width), torch.zeros(rows, width)
+    for row, episode in enumerate(batch.episodes):
+        length = len(episode.token_ids)
+        completion_ids[row, :length] = torch.tensor(episode.token_ids, dtype=torch.long)
+        completion_mask[row, :length] = torch.tensor(episode.model_mask, dtype=torch.float32)
+        context_mask[row, :length] = 1.0
+    truncated = torch.tensor([episode.truncated for episode in batch.episodes])
+    last_replies = [episode.replies[-1] if episode.replies else "" for episode in batch.episodes]
+    return Rollout(prompt_ids.to(device), prompt_mask.to(device), group_size, completion_ids.to(device),
+                   completion_mask.to(device), last_replies, truncated.to(device), batch.generate_seconds,
+                   context_mask.to(device), batch.episodes)
+
+
 def completion_logprobs(
     model, rollout: Rollout, temperature: float, with_entropy: bool = False, entropy_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -133,7 +172,7 @@ def completion_logprobs(
     logits = first_logits
     if rollout.completion_ids.shape[1] > 1:
         prompt_mask = rollout.prompt_mask.repeat_interleave(rollout.group_size, dim=0)
-        attention_mask = torch.cat([prompt_mask, rollout.completion_mask.long()], dim=1)[:, :-1]
+        attention_mask = torch.cat([prompt_mask, rollout.attention_mask.long()], dim=1)[:, :-1]
         first_position = prompt_mask.sum(-1, keepdim=True)
         steps = torch.arange(rollout.completion_ids.shape[1] - 1, device=prompt_mask.device)[None, :]
         with prefix_cache.continuing(model, cache):

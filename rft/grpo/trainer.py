@@ -29,7 +29,9 @@ from rft.config import GRPOConfig, OptimConfig, RunConfig
 from rft.distributed import Processes
 from rft.faults import fault_point
 from rft.grpo import loss as grpo_loss
-from rft.grpo.sampler import Rollout, completion_logprobs, sample_group
+from rft.environments import episodes as environment_episodes
+from rft.environments.runtime import ENVIRONMENT_REWARD, EnvironmentCodeError, EnvironmentRuntime
+from rft.grpo.sampler import Rollout, completion_logprobs, rollout_from_episodes, sample_group
 from rft.rewards import RewardCodeError, RewardRuntime
 from rft.rewards import versions as reward_versions
 from rft.monitoring import NO_SIGNAL_ADVICE, NO_SIGNAL_STEPS, format_duration
@@ -241,6 +243,7 @@ class Trainer:
                         f"trainable {trainable:,} of {total:,} parameters")
         self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}")
         self.prompts = self._prepare_prompts()
+        self.environment = self._start_environment()
         self.held_out_rows = datasets.load_held_out_rows(cfg.data) if cfg.schedule.eval_every else []
         if self.held_out_rows:
             self.writer.log(f"held out: {len(self.held_out_rows)} rows, evaluated greedily every "
@@ -249,6 +252,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
         self.max_steps = self._max_steps()
         self.scheduler = learning_rate_schedule(self.optimizer, cfg.optim, self.max_steps)
+
+    def _start_environment(self) -> EnvironmentRuntime | None:
+        """The environment the episodes are played in (rft.environments), or None for single-turn rollouts."""
+        env = self.config.environment
+        if not env.enabled:
+            return None
+        runtime = EnvironmentRuntime(env.source, env.class_name, env.timeout_s)
+        self.writer.log(f"environment: {runtime.info.describe()}; up to {env.max_turns} turns and "
+                        f"{env.max_episode_tokens} tokens an episode")
+        return runtime
 
     # ---- reward code, which the user may change while the run trains (rft.rewards.versions) ------
 
@@ -267,9 +280,17 @@ class Trainer:
     def use_rewards(self, runtime: RewardRuntime, version: reward_versions.RewardVersion) -> None:
         if hasattr(self, "rewards"):
             self.rewards.close()
+        if self.environment is not None and self.environment.has_reward and ENVIRONMENT_REWARD in runtime.function_names:
+            runtime.close()
+            raise EnvironmentCodeError(f"a reward function is named {ENVIRONMENT_REWARD!r}, the name the "
+                                       "environment's own reward() is scored under; rename the function")
         self.rewards, self.reward_version = runtime, version
         self.function_names = list(runtime.function_names)
-        self.weights = torch.tensor([version.weights.get(n, 1.0) for n in self.function_names])
+        weights = dict(version.weights)
+        if self.environment is not None and self.environment.has_reward:
+            self.function_names.append(ENVIRONMENT_REWARD)
+            weights[ENVIRONMENT_REWARD] = self.config.environment.reward_weight
+        self.weights = torch.tensor([weights.get(n, 1.0) for n in self.function_names])
 
     def take_reward_change(self, step: int) -> None:
         """At a step boundary: swap in reward code the dashboard sent, or refuse it and keep the current."""
@@ -395,25 +416,50 @@ class Trainer:
                           groups_sampled=sampled, sampled_totals=sampled_totals)
 
     def sample_and_score(self, prompts: list[PromptRecord], step: int, timings: dict) -> Draw:
-        """A group of completions for each prompt, and every reward function's scores of them."""
+        """A group of completions (or episodes) for each prompt, and every reward function's scores of them."""
         self.model.eval()
-        rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], self.config.sampling)
+        if self.environment is None:
+            rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], self.config.sampling)
+        else:
+            prompts, rollout = self.play_episodes(prompts, step, timings)
+        group = self.config.sampling.num_generations
+        expanded = [p for p in prompts for _ in range(group)]
+        examples = [p.example for p in expanded]
+        if rollout.episodes is not None:
+            examples = [dict(example, episode=e.summary()) for example, e in zip(examples, rollout.episodes, strict=True)]
         timings["generate"] += rollout.generate_seconds
         fault_point("generate", step)
 
         started = time.perf_counter()
-        group = self.config.sampling.num_generations
-        expanded = [p for p in prompts for _ in range(group)]
         completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
-        scores = self.rewards.score([p.text for p in expanded], rollout.completions, [p.example for p in expanded],
-                                    completion_ids)
+        scores = self.rewards.score([p.text for p in expanded], rollout.completions, examples, completion_ids)
         for name, text in scores.logs:
             self.writer.log(f"[reward {name}] {text}", step)
         for name, errors in scores.errors.items():
             self.writer.log(f"[reward {name}] {errors.count} completion(s) scored as missing: {errors.first_message}", step)
-        total = grpo_loss.total_rewards(self.score_matrix(scores.per_function), self.weights)
+        per_function = scores.per_function
+        if self.environment is not None:
+            per_function = environment_episodes.with_episode_outcomes(per_function, rollout.episodes,
+                                                                      self.environment.has_reward)
+        total = grpo_loss.total_rewards(self.score_matrix(per_function), self.weights)
         timings["score"] += time.perf_counter() - started
-        return Draw(prompts, rollout, scores.per_function, total)
+        return Draw(prompts, rollout, per_function, total)
+
+    def play_episodes(self, prompts: list[PromptRecord], step: int,
+                      timings: dict) -> tuple[list[PromptRecord], Rollout]:
+        """G episodes per prompt in the environment, as a rollout, and the prompts as reset() opened
+        them; an environment's failures go to the log."""
+        cfg = self.config
+        batch = environment_episodes.play(
+            self.model, self.tokenizer, [p.messages for p in prompts], [p.example for p in prompts], cfg.sampling,
+            cfg.environment, self.environment, lambda messages: datasets.render_prompt(self.tokenizer, messages))
+        timings["environment"] += batch.environment_seconds
+        failed = [episode.problem for episode in batch.episodes if episode.problem]
+        if failed:
+            self.writer.log(f"[environment] {len(failed)} episode(s) scored as missing: {failed[0]}", step)
+        opened = [PromptRecord(messages, text, prompt.example)
+                  for messages, text, prompt in zip(batch.prompt_messages, batch.prompt_texts, prompts, strict=True)]
+        return opened, rollout_from_episodes(self.tokenizer, batch, cfg.sampling.num_generations, self.device)
 
     def informative_draws(self, first: Draw, step: int, micro: int,
                           timings: dict) -> tuple[list[Draw], int, list[float]]:
@@ -567,12 +613,24 @@ class Trainer:
             "time/generate": timings["generate"],
             "time/score": timings["score"],
             "time/train": timings["train"],
+            **self.episode_metrics(groups, timings),
             "time/step": step_seconds,
             "tokens_per_second": tokens / timings["generate"] if timings["generate"] > 0 else None,
             "memory/peak_mb": peak_memory_mb(self.device),
             "elapsed_s": time.time() - self.started_at,
         })
         return row
+
+    def episode_metrics(self, groups: list[dict], timings: dict) -> dict:
+        """Turns, truncation and failures of the step's episodes, and the environment's time."""
+        if self.environment is None:
+            return {}
+        played = [episode for group in groups for episode in group["episodes"]]
+        turns = [episode["turns"] for episode in played]
+        return {"episodes/turns/mean": float(np.mean(turns)), "episodes/turns/max": max(turns),
+                "episodes/truncated": float(np.mean([episode["truncated"] for episode in played])),
+                "episodes/failed": sum(1 for episode in played if episode["problem"]),
+                "time/environment": timings["environment"]}
 
     def warn_if_no_signal(self, row: dict, step: int) -> None:
         """Warn once per streak of NO_SIGNAL_STEPS steps in which no group had a reward spread: every
@@ -611,16 +669,21 @@ class Trainer:
                     "truncated": batch.rollout.truncated[rows].tolist(),
                     "reward_version": self.reward_version.number,
                     **self.sampled_tokens(batch, rows),
+                    **({} if batch.rollout.episodes is None else
+                       {"episodes": [episode.summary() for episode in batch.rollout.episodes[rows]]}),
                 })
         return records
 
     @staticmethod
     def sampled_tokens(batch: MicroBatch, rows: slice) -> dict:
         """Each completion's tokens as sampled, with their log-probability and entropy under the
-        sampling policy: what Inspect shows for any step, without the checkpoint that sampled it."""
-        lengths = batch.rollout.completion_lengths[rows].int().tolist()
+        sampling policy: what Inspect shows for any step, without the checkpoint that sampled it. An
+        episode's environment tokens are among them, marked 0 in its model_mask."""
+        lengths = batch.rollout.sequence_lengths[rows].int().tolist()
         ids = batch.rollout.completion_ids[rows].tolist()
         record = {"completion_ids": [row[:length] for row, length in zip(ids, lengths)]}
+        if batch.rollout.episodes is not None:
+            record["model_mask"] = [episode.model_mask for episode in batch.rollout.episodes[rows]]
         for key, values in (("logp", batch.sampled_logp), ("entropy", batch.sampled_entropy)):
             if values is not None:
                 record[key] = [[round(v, 4) for v in row[:length]] for row, length in zip(values[rows].tolist(), lengths)]
@@ -636,7 +699,8 @@ class Trainer:
         """The policy as it is after `step` (0: before training) on the held-out rows, to eval_metrics.jsonl."""
         self.writer.set_status("running", phase="evaluating")
         self.model.eval()
-        summary = held_out.evaluate_rows(self.model, self.tokenizer, self.config, self.held_out_rows, self.rewards)
+        summary = held_out.evaluate_rows(self.model, self.tokenizer, self.config, self.held_out_rows, self.rewards,
+                                         environment=self.environment)
         row = held_out.metrics_row(step, summary)
         self.writer.append_eval_metrics(row)
         self.trackers.log_metrics(step, row)
@@ -718,6 +782,8 @@ class Trainer:
         finally:
             if hasattr(self, "rewards"):
                 self.rewards.close()
+            if getattr(self, "environment", None) is not None:
+                self.environment.close()
             if hasattr(self, "trackers"):
                 self.trackers.close()
 
@@ -733,7 +799,7 @@ class Trainer:
         for step in range(start + 1, self.max_steps + 1):
             step_started = time.perf_counter()
             self.take_reward_change(step)
-            timings = {"generate": 0.0, "score": 0.0, "train": 0.0}
+            timings = {"generate": 0.0, "environment": 0.0, "score": 0.0, "train": 0.0}
             batches = [self.rollout_and_score(step, micro, timings) for micro in range(cfg.optim.gradient_accumulation_steps)]
             self.assign_advantages(batches)
             stats = self.optimise(batches, timings)

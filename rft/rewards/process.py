@@ -21,7 +21,7 @@ from multiprocessing.connection import Pipe
 from pathlib import Path
 
 from rft.rewards.analysis import RewardCodeError
-from rft.rewards.worker import CallOutcome, CallRequest
+from rft.rewards.worker import CallOutcome, CallRequest, EpisodeOutcome, EpisodeRequest
 
 STARTUP_TIMEOUT_S = 60.0  # a fresh interpreter on a slow, busy laptop
 CLOSE_TIMEOUT_S = 2.0
@@ -61,8 +61,9 @@ class WorkerProcess:
     def pid(self) -> int:
         return self._process.pid
 
-    def call(self, request: CallRequest, timeout_s: float) -> CallOutcome:
-        activity = f"running {request.function_name}"
+    def call(self, request: CallRequest | EpisodeRequest, timeout_s: float) -> CallOutcome | EpisodeOutcome:
+        activity = f"running {request.function_name}" if isinstance(request, CallRequest) \
+            else f"the environment's {request.action} of episode {request.episode}"
         self._send(request, activity)
         return self._receive(timeout_s, activity)
 

@@ -1,18 +1,20 @@
-"""The reward worker: the only process that ever runs the user's reward code.
+"""The worker: the only process that ever runs the user's reward or environment code.
 
 The trainer and the dashboard start it as a fresh interpreter (see process.py) that imports this
-light package, never torch. It runs the code once as a module, then answers one call request at
-a time from its main thread, so reward code may use signal.alarm. Everything it sends back is
-plain data: scores, why a score is missing, and what the call printed.
+light package, never torch. It runs the code once as a module, then answers one request at a time
+from its main thread, so user code may use signal.alarm. Everything it sends back is plain data:
+scores or environment messages, why one is missing, and what the call printed.
 
 Conversation on the connection: the worker says ("started",); the trainer sends (source,
 memory_limit_bytes); the worker runs the code and says ("loaded",) or ("load_failed", message);
-then one CallOutcome answers each CallRequest until the trainer hangs up.
+then one CallOutcome answers each CallRequest (a reward function), and one EpisodeOutcome each
+EpisodeRequest (an environment's episode, rft.environments), until the trainer hangs up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import linecache
 import math
@@ -54,6 +56,26 @@ class CallOutcome:
         return cls([math.nan] * count, [problem] * count, output)
 
 
+@dataclass
+class EpisodeRequest:
+    """One call on one episode's environment instance, which lives in the worker between calls.
+
+    action "reset": argument is (class name, example): a new instance, then its reset(example);
+    "step": argument is the model's reply; "reward": the instance's reward(); "close": forget it.
+    """
+
+    action: str
+    episode: int
+    argument: object = None
+
+
+@dataclass
+class EpisodeOutcome:
+    value: object  # reset: text or None; step: a message dict or None (the episode is over); reward: float
+    problem: str | None = None  # why the call failed: the episode is scored as missing
+    output: str = ""  # what the call printed, bounded
+
+
 def main() -> None:
     """Entry point of the worker process; its one argument is the file descriptor of its pipe end."""
     serve(Connection(int(sys.argv[1])))
@@ -74,12 +96,16 @@ def serve(connection: Connection) -> None:
         connection.send(("load_failed", _describe_load_failure(exc)))
         return
     connection.send(("loaded",))
+    episodes: dict[int, object] = {}
     while True:
         try:
             request = connection.recv()
         except EOFError:
             return
-        connection.send(_run_call(module, request))
+        if isinstance(request, EpisodeRequest):
+            connection.send(_run_episode_call(module, episodes, request))
+        else:
+            connection.send(_run_call(module, request))
 
 
 def _run_reward_code(source: str) -> types.ModuleType:
@@ -113,6 +139,59 @@ def _run_call(module: types.ModuleType, request: CallRequest) -> CallOutcome:
     return CallOutcome(scores, problems, output.text())
 
 
+def _run_episode_call(module: types.ModuleType, episodes: dict[int, object], request: EpisodeRequest) -> EpisodeOutcome:
+    if request.action == "close":
+        episodes.pop(request.episode, None)
+        return EpisodeOutcome(None)
+    output = BoundedOutput(OUTPUT_LIMIT_CHARS)
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            if request.action == "reset":
+                class_name, example = request.argument
+                environment = getattr(module, class_name)()
+                episodes[request.episode] = environment
+                value = _call_reset(environment.reset, example)
+            else:
+                environment = episodes[request.episode]
+                if request.action == "step":
+                    value = environment.step(request.argument)
+                else:  # reward(), or get_reward() as TRL names it
+                    value = (environment.reward if hasattr(environment, "reward") else environment.get_reward)()
+    except BaseException as exc:  # an environment's sys.exit() fails its episode, not the worker
+        return EpisodeOutcome(None, _user_traceback(exc), output.text())
+    finally:
+        signal.alarm(0)
+    value, problem = EPISODE_VALUE_CHECKS[request.action](value)
+    return EpisodeOutcome(value, problem, output.text())
+
+
+def _call_reset(reset, example: dict):
+    """reset(example), or TRL's reset(**columns) when reset takes no positional argument."""
+    parameters = inspect.signature(reset).parameters.values()
+    if any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters):
+        return reset(example)
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return reset(**example)
+    return reset()
+
+
+def _reset_value(value) -> tuple[str | None, str | None]:
+    if value is None or isinstance(value, str):
+        return value, None
+    return None, f"reset returned {_describe_value(value)}; return text to add to the first user message, or None"
+
+
+def _step_value(value) -> tuple[dict | None, str | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        return {"role": "user", "content": value}, None
+    if isinstance(value, dict) and isinstance(value.get("content"), str) and value.get("role") in ("user", "tool"):
+        return {"role": value["role"], "content": value["content"]}, None
+    return None, (f"step returned {_describe_value(value)}; return the next message as text, as "
+                  "{'role': 'user' or 'tool', 'content': text}, or None when the episode is over")
+
+
 def score_from_value(value) -> tuple[float, str | None]:
     """(score, problem) for one returned value; NaN without a problem means not applicable."""
     if value is None:
@@ -144,6 +223,9 @@ def scores_from_list(value, expected_length: int) -> tuple[list[float], list[str
         scores.append(score)
         problems.append(f"completion {index}: {problem}" if problem else None)
     return scores, problems
+
+
+EPISODE_VALUE_CHECKS = {"reset": _reset_value, "step": _step_value, "reward": score_from_value}
 
 
 class BoundedOutput(io.StringIO):

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 REWARDS_PATH = Path(__file__).resolve().parent / "rewards.py"
+GAME_REWARDS_PATH = Path(__file__).resolve().parent / "episode_rewards.py"
+ENVIRONMENT_PATH = Path(__file__).resolve().parent / "environment.py"
 
 
 def reward_source() -> str:
@@ -12,3 +14,13 @@ def reward_source() -> str:
     function in it must be a reward function.
     """
     return REWARDS_PATH.read_text(encoding="utf-8")
+
+
+def game_reward_source() -> str:
+    """The reward code of whole games (the wordle-game preset)."""
+    return GAME_REWARDS_PATH.read_text(encoding="utf-8")
+
+
+def environment_source() -> str:
+    """The Wordle game as environment code (the wordle-game preset's)."""
+    return ENVIRONMENT_PATH.read_text(encoding="utf-8")

@@ -74,6 +74,16 @@ def held_out_rows(count: int) -> list[dict]:
     return rows
 
 
+def game_rows(num_secrets: int = DEFAULT_NUM_SECRETS, seed: int = 0) -> list[dict]:
+    """One row per training secret, at the start of its game: what the wordle-game preset plays whole."""
+    return [make_row(secret, []) for secret in training_secrets(num_secrets, seed)]
+
+
+def held_out_game_rows(count: int) -> list[dict]:
+    """The first `count` held-out secrets, each at the start of its game."""
+    return [make_row(secret, []) for secret in held_out_secrets(count)]
+
+
 def random_game(secret: str, rng: random.Random) -> list[tuple[str, str]]:
     """A game of uniformly random answer words: (guess, feedback) pairs until won or six."""
     history = []

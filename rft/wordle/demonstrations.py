@@ -62,6 +62,24 @@ def demonstration_for_row(row: dict, tokenizer=None) -> str:
     return demonstration(ast.literal_eval(row["past_guess_history"]), preferred)
 
 
+def game_demonstration(row: dict, tokenizer=None) -> list[dict]:
+    """The solver's whole game against the row's secret, as the conversation after the prompt: each
+    reply a demonstration, each answer what the wordle-game environment says to it."""
+    from rft.wordle.environment import WordleGame
+
+    preferred = one_token_words(tokenizer).__contains__ if tokenizer is not None else None
+    game = WordleGame()
+    game.reset(row)
+    conversation = []
+    while True:
+        reply = demonstration(game.history, preferred)
+        conversation.append({"role": "assistant", "content": reply})
+        answer = game.step(reply)
+        if answer is None:
+            return conversation
+        conversation.append({"role": "user", "content": answer})
+
+
 @functools.lru_cache(maxsize=4)
 def one_token_words(tokenizer) -> frozenset[str]:
     """The allowed words (upper case) that `tokenizer` encodes as a single token, in lower case

@@ -1,0 +1,216 @@
+"""Episodes: G interactions per prompt between the policy and an environment, turn by turn.
+
+Each turn, every live episode's reply is sampled in one batch by the rollout generator
+(rft.generation) over the episode so far; the environment answers each reply, and its message,
+rendered by the chat template, is appended as context. An episode is one token sequence after its
+prompt: the model's replies (trained on) and the environment's messages (context only), with a
+mask telling them apart, so the trainer scores and trains it like a single-turn completion.
+
+Limits: `max_turns` replies, `sampling.max_completion_length` tokens a reply, `max_episode_tokens`
+after the prompt. An episode a limit cuts short (a reply without EOS, the last turn reached while
+the environment still answers, the token budget spent) is marked truncated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from rft import generation
+from rft.config import EnvironmentConfig, SamplingConfig
+from rft.environments.runtime import ENVIRONMENT_REWARD, EnvironmentRuntime
+from rft.grpo.sampler import eos_token_ids
+
+PROBE_USER, PROBE_REPLY = "PROBE-USER-MESSAGE", "PROBE-ASSISTANT-REPLY"
+
+
+@dataclass
+class Episode:
+    """One interaction after its prompt, as tokens and as messages."""
+
+    group: int  # the prompt it answers
+    token_ids: list[int] = field(default_factory=list)  # replies and environment messages, in order
+    model_mask: list[int] = field(default_factory=list)  # 1 on the tokens the model wrote
+    messages: list[dict] = field(default_factory=list)  # {"role": "assistant" | "user" | "tool", "content"}
+    truncated: bool = False  # cut short by a limit
+    problem: str | None = None  # the environment failed: the episode is scored as missing
+    environment_reward: float = float("nan")  # the environment's reward(), when it has one
+    finished: bool = False
+
+    @property
+    def replies(self) -> list[str]:
+        return [message["content"] for message in self.messages if message["role"] == "assistant"]
+
+    @property
+    def turns(self) -> int:
+        return len(self.replies)
+
+    def summary(self) -> dict:
+        """What reward functions receive as example["episode"], and the rollouts record."""
+        return {"messages": self.messages, "replies": self.replies, "turns": self.turns,
+                "truncated": self.truncated, "problem": self.problem}
+
+
+class TurnRenderer:
+    """The tokens between one reply's EOS and the next reply: the chat template's end of the assistant
+    turn, the environment's message, and the start of the next assistant turn (with the pre-filled
+    assistant prefix, when the prompt has one). Found by rendering a probe conversation with and
+    without the message, so it works with any chat template that renders earlier turns unchanged."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.probe = [{"role": "user", "content": PROBE_USER}, {"role": "assistant", "content": PROBE_REPLY}]
+        self.base = tokenizer.apply_chat_template(self.probe, tokenize=False)
+        self.after_reply = self.base[self.base.rindex(PROBE_REPLY) + len(PROBE_REPLY):]
+
+    def message_ids(self, message: dict, reply_end_id: int, assistant_prefix: str = "") -> list[int]:
+        """The tokens to append after a reply that ended with token `reply_end_id` (its EOS)."""
+        rendered = self.tokenizer.apply_chat_template(self.probe + [message], tokenize=False, add_generation_prompt=True)
+        if not rendered.startswith(self.base):
+            raise ValueError("this model's chat template renders earlier turns differently once a message follows "
+                             "(it may drop their reasoning), so an episode cannot grow turn by turn; use a model "
+                             "whose template keeps earlier turns as they were")
+        # The template's closing text starts with the turn-end token the model has already written.
+        closing, written = self.after_reply, self.tokenizer.convert_ids_to_tokens(reply_end_id)
+        if written and closing.startswith(written):
+            closing = closing[len(written):]
+        text = closing + rendered[len(self.base):] + assistant_prefix
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+
+def assistant_prefix(messages: list[dict]) -> str:
+    """The pre-filled start of each assistant turn: the prompt's final assistant message, which the
+    model continues (rft.data.to_messages adds data.assistant_prefix as one)."""
+    return messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+
+
+def first_user_message_with(messages: list[dict], addition: str | None) -> list[dict]:
+    """The prompt's messages with reset()'s text added to the last user message (as TRL does)."""
+    if not addition:
+        return messages
+    last_user = max(index for index, message in enumerate(messages) if message["role"] == "user")
+    changed = dict(messages[last_user], content=f"{messages[last_user]['content']}\n\n{addition}")
+    return messages[:last_user] + [changed] + messages[last_user + 1:]
+
+
+@dataclass
+class EpisodeBatch:
+    prompt_messages: list[list[dict]]  # per prompt, with reset()'s text added
+    prompt_texts: list[str]  # ... rendered
+    episodes: list[Episode]  # group by group, G each
+    generate_seconds: float
+    environment_seconds: float
+
+
+@torch.no_grad()
+def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dict], sampling: SamplingConfig,
+         limits: EnvironmentConfig, runtime: EnvironmentRuntime, render_prompt) -> EpisodeBatch:
+    """G episodes for each prompt (its chat messages and its dataset row), played to their ends.
+
+    `render_prompt(messages) -> text` is the dataset's own rendering of a prompt. The G episodes of a
+    prompt must start alike (GRPO compares them), so reset() must return the same text for each;
+    an episode whose reset differs from its group's first fails.
+    """
+    group = sampling.num_generations
+    eos_ids = eos_token_ids(model, tokenizer)
+    renderer = TurnRenderer(tokenizer)
+    prefixes = [assistant_prefix(messages) for messages in prompt_messages]
+    environment_seconds = 0.0
+    started = time.perf_counter()
+    episodes, ids, opened = [], [], []
+    for index, example in enumerate(examples):
+        texts = []
+        for _ in range(group):
+            episode = Episode(index)
+            episode_id, outcome = runtime.reset(example)
+            episode.problem = outcome.problem
+            if outcome.problem is None and texts and outcome.value != texts[0]:
+                episode.problem = ("reset returned a different text than for the group's first episode; the G "
+                                   "episodes of an example are compared with each other, so they must start alike "
+                                   "(draw any randomness from the example)")
+            texts.append(outcome.value)
+            episodes.append(episode)
+            ids.append(episode_id)
+        opened.append(first_user_message_with(prompt_messages[index], texts[0]))
+    environment_seconds += time.perf_counter() - started
+
+    prompt_texts = [render_prompt(messages) for messages in opened]
+    prompt_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
+    generate_seconds = 0.0
+    for episode in episodes:
+        episode.finished = episode.problem is not None
+    for turn in range(1, limits.max_turns + 1):
+        live = [i for i, episode in enumerate(episodes) if not episode.finished]
+        if not live:
+            break
+        budgets = [min(sampling.max_completion_length, limits.max_episode_tokens - len(episodes[i].token_ids))
+                   for i in live]
+        started = time.perf_counter()
+        replies = _sample_replies(model, tokenizer, [prompt_ids[episodes[i].group] + episodes[i].token_ids for i in live],
+                                  max(budgets), eos_ids, sampling, group if turn == 1 and len(live) == len(episodes) else 1)
+        generate_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        for i, reply_ids, budget in zip(live, replies, budgets, strict=True):
+            episode = episodes[i]
+            reply_ids = reply_ids[:budget]
+            ended = any(token in eos_ids for token in reply_ids)
+            if ended:
+                reply_ids = reply_ids[: next(k for k, token in enumerate(reply_ids) if token in eos_ids) + 1]
+            reply = tokenizer.decode(reply_ids, skip_special_tokens=True)
+            episode.token_ids += reply_ids
+            episode.model_mask += [1] * len(reply_ids)
+            episode.messages.append({"role": "assistant", "content": reply})
+            if not ended:
+                episode.truncated = episode.finished = True
+                continue
+            outcome = runtime.step(ids[i], reply)
+            if outcome.problem:
+                episode.problem, episode.finished = outcome.problem, True
+            elif outcome.value is None:
+                episode.finished = True
+            else:
+                message_ids = renderer.message_ids(outcome.value, reply_ids[-1], prefixes[episode.group])
+                # The next reply needs room for at least one token.
+                if turn == limits.max_turns or len(episode.token_ids) + len(message_ids) >= limits.max_episode_tokens:
+                    episode.truncated = episode.finished = True
+                    continue
+                episode.token_ids += message_ids
+                episode.model_mask += [0] * len(message_ids)
+                episode.messages.append(outcome.value)
+        environment_seconds += time.perf_counter() - started
+
+    started = time.perf_counter()
+    for episode, episode_id in zip(episodes, ids, strict=True):
+        if runtime.has_reward and episode.problem is None:
+            outcome = runtime.reward(episode_id)
+            episode.problem = outcome.problem
+            episode.environment_reward = outcome.value if outcome.problem is None else float("nan")
+        runtime.close_episode(episode_id)
+    environment_seconds += time.perf_counter() - started
+    return EpisodeBatch(opened, prompt_texts, episodes, generate_seconds, environment_seconds)
+
+
+def _sample_replies(model, tokenizer, contexts: list[list[int]], max_new_tokens: int, eos_ids: list[int],
+                    sampling: SamplingConfig, repeats: int) -> list[list[int]]:
+    """One reply per context (the contexts of each group of `repeats` are alike: the first turn
+    samples the G replies of a prompt over one prefill of it)."""
+    device = next(model.parameters()).device
+    distinct = contexts[::repeats]
+    prompt_ids, prompt_mask = (t.to(device) for t in generation.pack_prompts(distinct, tokenizer.pad_token_id))
+    output = generation.generate(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids,
+                                 tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
+    return output.tolist()
+
+
+def with_episode_outcomes(per_function: dict[str, list[float]], episodes: list[Episode],
+                          environment_has_reward: bool) -> dict[str, list[float]]:
+    """The reward functions' scores of the episodes, with the environment's own reward as one more
+    function ("environment"), and every score of an episode whose environment failed made missing:
+    its problem, not the model, decided how it ended."""
+    scores = dict(per_function)
+    if environment_has_reward:
+        scores[ENVIRONMENT_REWARD] = [episode.environment_reward for episode in episodes]
+    return {name: [float("nan") if episode.problem else value for value, episode in zip(values, episodes, strict=True)]
+            for name, values in scores.items()}
