@@ -49,8 +49,14 @@ def _arithmetic_rows() -> list[dict]:
     return training_rows()
 
 
-PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "wordle-games": _wordle_game_rows,
-                                               "arithmetic": _arithmetic_rows}
+def _arithmetic_tool_rows() -> list[dict]:
+    from rft.arithmetic.problems import make_tool_row, training_rows
+
+    return [make_tool_row(row["expression"]) for row in training_rows()]
+
+
+PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "wordle-game": _wordle_game_rows,
+                                               "arithmetic": _arithmetic_rows, "arithmetic-tools": _arithmetic_tool_rows}
 
 
 def _wordle_held_out_rows(count: int) -> list[dict]:
@@ -72,11 +78,19 @@ def _arithmetic_held_out_rows(count: int) -> list[dict]:
     return [make_row(expression) for expression in evaluation_problems(count, seed=0)]
 
 
+def _arithmetic_tool_held_out_rows(count: int) -> list[dict]:
+    from rft.arithmetic.evaluate import evaluation_problems
+    from rft.arithmetic.problems import make_tool_row
+
+    return [make_tool_row(expression) for expression in evaluation_problems(count, seed=0)]
+
+
 # A task preset's held-out rows come from the items its own evaluator uses (never in its training
 # rows), so the run's periodic evaluation and `python -m rft eval TASK` see the same problems.
 HELD_OUT_PRESETS: dict[str, Callable[[int], list[dict]]] = {"wordle": _wordle_held_out_rows,
-                                                           "wordle-games": _wordle_game_held_out_rows,
-                                                           "arithmetic": _arithmetic_held_out_rows}
+                                                           "wordle-game": _wordle_game_held_out_rows,
+                                                           "arithmetic": _arithmetic_held_out_rows,
+                                                           "arithmetic-tools": _arithmetic_tool_held_out_rows}
 HELD_OUT_SEED = 20250103  # a dataset file's held-out rows: fixed, so every run of a file holds out the same
 
 

@@ -151,17 +151,30 @@ def reward_version_changes(metrics: pd.DataFrame) -> list[tuple[int, int]]:
 
 # ---- rollouts ---------------------------------------------------------------------------------
 
-ROLLOUT_COLUMNS = ("group", "sample", "prompt", "completion", "total", "advantage", "tokens", "truncated")
+ROLLOUT_COLUMNS = ("group", "sample", "prompt", "completion", "total", "advantage", "tokens", "truncated",
+                   "turns", "messages", "problem")
+ROLE_LABELS = {"assistant": "model", "user": "environment", "tool": "tool"}
+
+
+def episode_transcript(messages: list[dict]) -> str:
+    """An episode's messages as text, each under its speaker: [model], [environment], [tool]."""
+    return "\n\n".join(f"[{ROLE_LABELS.get(m['role'], m['role'])}] {m['content'].strip()}" for m in messages)
 
 
 def rollout_frame(record: dict | None) -> pd.DataFrame:
     """One row per completion of a step's rollouts: group, completion, each function's reward, total,
-    advantage, token count, truncated; `prompt` holds the group's prompt for the group table."""
+    advantage, token count, truncated; `prompt` holds the group's prompt for the group table. An
+    episode's completion is its transcript, with its turns, messages and any environment problem."""
     rows = []
     for group_index, group in enumerate((record or {}).get("groups", []), start=1):
         functions = group.get("rewards", {})
+        episodes = group.get("episodes")
         for i, completion in enumerate(group.get("completions", [])):
             row = {"group": group_index, "sample": i + 1, "prompt": group.get("prompt", ""), "completion": completion}
+            if episodes:
+                episode = episodes[i]
+                row.update(completion=episode_transcript(episode["messages"]), turns=episode["turns"],
+                           messages=episode["messages"], problem=episode.get("problem") or "")
             for name, values in functions.items():
                 row[name] = _number(values[i] if i < len(values) else None)
             row["total"] = _number(_at(group.get("total"), i))
@@ -229,6 +242,9 @@ def flag_suspects(frame: pd.DataFrame, rule: HackingRule) -> pd.DataFrame:
                 flags[position].append(f"long ({tokens / median_tokens:.1f}x median)")
             if truncated:
                 flags[position].append("truncated")
+        for position, problem in enumerate(frame["problem"] if "problem" in frame else []):
+            if problem:
+                flags[position].append("environment failed: " + problem.strip().splitlines()[-1])
     frame["flags"] = ["; ".join(f) for f in flags]
     return frame
 

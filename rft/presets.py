@@ -68,7 +68,7 @@ def wordle_game() -> RunConfig:
 
     return RunConfig(
         name="wordle-game",
-        data=DataConfig(preset="wordle-games", max_prompt_length=1024),
+        data=DataConfig(preset="wordle-game", max_prompt_length=1024),
         rewards=RewardsConfig(source=game_reward_source(), weights={"feedback_per_turn": 0.5}),
         sampling=SamplingConfig(num_generations=6, max_completion_length=128, temperature=1.0),
         grpo=GRPOConfig(beta=0.04, loss_type="dapo"),
@@ -115,9 +115,24 @@ def arithmetic_zero() -> RunConfig:
     return config
 
 
+def arithmetic_tools() -> RunConfig:
+    """Arithmetic with a calculator tool, played as an environment (rft.arithmetic.environment): the
+    model may send the expression to the calculator, reads its value in the tool's reply, and
+    answers. The warm start shows that conversation; GRPO then rewards the right final answer."""
+    from rft.arithmetic import environment_source, tool_reward_source
+
+    config = arithmetic()
+    config.name = "arithmetic-tools"
+    config.data = DataConfig(preset="arithmetic-tools", max_prompt_length=256)
+    config.rewards = RewardsConfig(source=tool_reward_source(), weights={"used_calculator": 0.0})
+    config.sampling.max_completion_length = 48
+    config.environment = EnvironmentConfig(source=environment_source(), max_turns=3, max_episode_tokens=192)
+    return config
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {"wordle": wordle, "wordle-guarded": wordle_guarded,
                                                "wordle-game": wordle_game, "arithmetic": arithmetic,
-                                               "arithmetic-zero": arithmetic_zero}
+                                               "arithmetic-zero": arithmetic_zero, "arithmetic-tools": arithmetic_tools}
 
 
 def preset_config(name: str) -> RunConfig:

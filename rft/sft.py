@@ -64,10 +64,17 @@ def _arithmetic_demonstration(row: dict, tokenizer) -> str:
     return demonstration_for_row(row)
 
 
+def _arithmetic_tool_demonstration(row: dict, tokenizer) -> list[dict]:
+    from rft.arithmetic.problems import tool_demonstration
+
+    return tool_demonstration(row)
+
+
 DEMONSTRATIONS: dict[str, Demonstrate] = {
     "wordle": _wordle_demonstration,
-    "wordle-games": _wordle_game_demonstration,
+    "wordle-game": _wordle_game_demonstration,
     "arithmetic": _arithmetic_demonstration,
+    "arithmetic-tools": _arithmetic_tool_demonstration,
 }
 
 

@@ -158,6 +158,22 @@ HYPERPARAMETER_GROUPS: dict[str, list[FormField]] = {
                   "Steps between greedy evaluations on the held-out rows (also before the first step and at the "
                   "end), charted in Monitor. 0: none. Each costs one generation pass over the held-out rows.", "int"),
     ],
+    "Environment": [
+        FormField("environment.max_turns", "Max turns",
+                  "Model replies per episode at most; an environment still answering after the last one cuts the "
+                  "episode (truncated). Each reply is at most 'Max completion tokens'.", "int"),
+        FormField("environment.max_episode_tokens", "Max episode tokens",
+                  "Model and environment tokens after the prompt, at most; the episode is cut (truncated) there.",
+                  "int"),
+        FormField("environment.timeout_s", "Environment timeout (s)",
+                  "Per call of reset, step or reward; a call over it, or one that raises, fails its episode (scored "
+                  "as missing, logged) and the run goes on.", "float"),
+        FormField("environment.reward_weight", "Environment reward weight",
+                  "Weight of the environment's own reward() in the total, scored and charted as 'environment'.",
+                  "float"),
+        FormField("environment.class_name", "Environment class",
+                  "Which class to play, when the code defines several; empty: the only one.", "text", optional=True),
+    ],
     "SFT warm start": [
         FormField("sft.enabled", "Warm start with SFT",
                   "Before GRPO, train the adapter on worked demonstrations (Wordle: the solver's guesses "
@@ -430,6 +446,52 @@ def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: 
     if printed:
         message += "\nPrinted:\n" + "\n".join(printed[:20])
     return frame, message, "warn" if scores.errors or key_warnings else "ok"
+
+
+def try_episode(config: RunConfig, row: dict) -> tuple[dict | None, str, str]:
+    """One episode of the configured environment with the configured model, on a preview row,
+    scored by the reward code: (the episode's summary, its prompt, its scores), a message and its
+    kind. Sampled at the configured temperature, so Try again plays another episode."""
+    import dataclasses
+
+    from rft import models, rewards
+    from rft.environments import episodes
+    from rft.environments.runtime import EnvironmentCodeError, EnvironmentRuntime
+
+    if not config.environment.enabled:
+        return None, "Write an environment first (or choose Environment episodes).", "error"
+    try:
+        environment = EnvironmentRuntime(config.environment.source, config.environment.class_name,
+                                         config.environment.timeout_s)
+    except EnvironmentCodeError as exc:
+        return None, f"The environment cannot run: {exc}", "error"
+    try:
+        model, tokenizer = models.load_for_inference(config.model.name_or_path, config.model.adapter,
+                                                     config.model.device)
+        messages = datasets.to_messages(row, config.data)
+        example = datasets.example_of(row, config.data)
+        one = dataclasses.replace(config.sampling, num_generations=1)
+        batch = episodes.play(model, tokenizer, [messages], [example], one, config.environment, environment,
+                              lambda m: datasets.render_prompt(tokenizer, m))
+        episode = batch.episodes[0]
+        _, scores = rewards.preview(config.rewards.source, [batch.prompt_texts[0]],
+                                    [episode.replies[-1] if episode.replies else ""],
+                                    [dict(example, episode=episode.summary())], config.rewards.weights or None,
+                                    config.rewards.timeout_s)
+        per_function = {} if scores is None else scores.per_function
+        per_function = episodes.with_episode_outcomes(per_function, [episode], environment.has_reward)
+    finally:
+        environment.close()
+    played = {**episode.summary(), "prompt": datasets.prompt_text_for_display(batch.prompt_messages[0]),
+              "rewards": {name: values[0] for name, values in per_function.items()}}
+    if episode.problem:
+        return played, f"The environment failed, so the episode would be scored as missing: {episode.problem}", "error"
+    ending = "cut by a limit (truncated)" if episode.truncated else "ended by the environment"
+    message = (f"{episode.turns} turn(s), {sum(episode.model_mask)} model tokens, {ending}; generated in "
+               f"{batch.generate_seconds:.1f} s, the environment took {batch.environment_seconds:.2f} s.")
+    if scores is None:
+        return played, message + " The reward code cannot run, so only the environment scored it.", "warn"
+    return played, message, "ok"
 
 
 def _shorten(text: str, limit: int) -> str:

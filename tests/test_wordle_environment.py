@@ -79,5 +79,5 @@ def test_the_environment_code_runs_in_the_worker_as_the_preset_ships_it():
 
 def test_the_wordle_game_preset_is_valid_and_plays_games():
     config = presets.preset_config("wordle-game").validate()
-    assert config.environment.enabled and config.data.preset == "wordle-games"
+    assert config.environment.enabled and config.data.preset == "wordle-game"
     assert not math.isnan(config.environment.reward_weight)

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from rft.monitoring import ROLE_LABELS
 from rft.runs import list_runs, run_dir_for
 
 
@@ -88,3 +89,15 @@ def _score_column_width(name: str) -> int:
     # A third of the name at ~10 px a (bold monospace) character, plus the cell's padding and menu
     # button; at least room for "total" on one line.
     return min(140, max(76, math.ceil(len(name) / 3) * 10 + 32))
+
+
+def conversation_html(messages: list[dict]) -> str:
+    """An episode turn by turn: the model's replies, and the environment's (or a tool's) messages styled apart."""
+    turns = []
+    for message in messages:
+        role = message["role"]
+        label = ROLE_LABELS.get(role, role)
+        speaker = "model" if role == "assistant" else "environment"
+        turns.append(f'<div class="turn turn-{speaker}"><span class="turn-role">{html.escape(label)}</span>'
+                     f'<pre class="card-text">{html.escape(message["content"].strip())}</pre></div>')
+    return f'<div class="conversation">{"".join(turns)}</div>'

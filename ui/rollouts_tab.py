@@ -24,7 +24,7 @@ from rft.monitoring import (
     suspect_count,
 )
 from rft.runs import ACTIVE_STATES, effective_state, read_rollouts, read_status, rollout_steps
-from ui.common import missing_run_notice, resolve_run, run_picker_update
+from ui.common import conversation_html, missing_run_notice, resolve_run, run_picker_update
 
 REFRESH_S = 2.0
 SORTS = ("total", "advantage", "tokens", "group")
@@ -142,11 +142,18 @@ def completion_card(title: str, row: dict | None, functions: list[str]) -> str:
     if row is None:
         return ""
     scores = " · ".join(f"{name} {row[name]:.3f}" for name in functions if pd.notna(row.get(name)))
+    messages = row.get("messages")
+    if isinstance(messages, list):
+        kind, size = "episode", f'{row["turns"]} turns, {row["tokens"]} model tokens'
+        body = conversation_html(messages)
+    else:
+        kind, size = "completion", f'{row["tokens"]} tokens'
+        body = f'<pre class="card-text">{html.escape(row["completion"])}</pre>'
+    total = "-" if pd.isna(row["total"]) else f'{row["total"]:.3f}'
     return (
-        f'<div class="card-title">{title} completion: total <b>{row["total"]:.3f}</b> '
-        f'(group {row["group"]}, advantage {row["advantage"]:+.2f}, {row["tokens"]} tokens)</div>'
-        f'<div class="card-scores">{html.escape(scores)}</div>'
-        f'<pre class="card-text">{html.escape(row["completion"])}</pre>'
+        f'<div class="card-title">{title} {kind}: total <b>{total}</b> '
+        f'(group {row["group"]}, advantage {row["advantage"]:+.2f}, {size})</div>'
+        f'<div class="card-scores">{html.escape(scores)}</div>{body}'
     )
 
 

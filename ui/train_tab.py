@@ -7,7 +7,9 @@ resumed through rft.jobs, so the UI only ever shows what the run directory says.
 from __future__ import annotations
 
 import html
+import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +19,26 @@ import pandas as pd
 
 from rft import jobs, rewards
 from rft import train_form as form
+from rft.background import Done, run_reporting
+from rft.environments.runtime import TEMPLATE as ENVIRONMENT_TEMPLATE
+from rft.environments.runtime import check as environment_check
 from rft.config import ConfigError, DataConfig, RunConfig
 from rft.data import SUPPORTED_SUFFIXES, preset_names
 from rft.monitoring import run_progress
 from rft.rewards import versions as reward_versions
 from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status
-from ui.common import missing_run_notice, notice, problems_notice, resolve_run, score_table, state_badge
+from ui.common import (
+    conversation_html,
+    missing_run_notice,
+    notice,
+    problems_notice,
+    resolve_run,
+    score_table,
+    state_badge,
+)
 
 UPLOAD_CHOICE = "Uploaded file"
+SINGLE_REPLY, EPISODES = "Single reply", "Episodes in an environment"
 DEFAULT_PRESET = "wordle"
 STATUS_REFRESH_S = 2.0
 
@@ -145,7 +159,26 @@ def build(runs_root: Path) -> TrainTab:
                                       interactive=False, wrap=True, max_height=320, elem_id="try-result",
                                       elem_classes="score-table")
 
-    with gr.Accordion("All settings: sampling, GRPO and its variants, optimisation, LoRA, schedule, SFT",
+    with gr.Row(equal_height=False, elem_classes="panel"):
+        with gr.Column():
+            gr.Markdown("### Rollouts")
+            rollout_mode = gr.Radio([SINGLE_REPLY, EPISODES], value=EPISODES if config.environment.enabled
+                                    else SINGLE_REPLY, label="The model answers",
+                                    info="once per prompt, or in a multi-turn episode: your environment answers each "
+                                         "reply, and GRPO compares whole episodes", elem_id="rollout-mode")
+            with gr.Group(visible=config.environment.enabled, elem_id="environment-panel") as environment_panel:
+                environment_code = gr.Code(config.environment.source or ENVIRONMENT_TEMPLATE, language="python",
+                                           label="Environment code (Python): a class with reset(example), "
+                                                 "step(reply) and optionally reward()",
+                                           lines=14, max_lines=24, interactive=True, elem_id="environment-code")
+                with gr.Row():
+                    check_environment = gr.Button("Check", size="sm", elem_id="check-environment")
+                    try_environment = gr.Button("Play one episode (first preview row, chosen model)", size="sm",
+                                                elem_id="try-environment")
+                environment_message = gr.HTML(elem_id="environment-message")
+                episode_view = gr.HTML(elem_id="environment-episode", elem_classes="completion-card")
+
+    with gr.Accordion("All settings: sampling, GRPO and its variants, optimisation, LoRA, schedule, environment, SFT",
                       open=False, elem_id="all-settings"):
         with gr.Row(equal_height=False, elem_classes="hyperparameters"):
             for group, fields in form.HYPERPARAMETER_GROUPS.items():
@@ -163,7 +196,7 @@ def build(runs_root: Path) -> TrainTab:
     timer = gr.Timer(STATUS_REFRESH_S)
 
     config_inputs = {run_name, model_choice, model_path, device, dataset_choice, upload_path, prompt_column,
-                     reward_code, weights, *field_inputs.values()}
+                     reward_code, weights, rollout_mode, environment_code, *field_inputs.values()}
 
     def build_config(values: dict) -> RunConfig:
         """The RunConfig the form describes; raises ConfigError (or ValueError for weights)."""
@@ -185,6 +218,7 @@ def build(runs_root: Path) -> TrainTab:
             "data.prompt_column": values[prompt_column] or "prompt",
             "rewards.source": values[reward_code] or "",
             "rewards.weights": weight_values,
+            "environment.source": (values[environment_code] or "") if values[rollout_mode] == EPISODES else "",
             **data,
             **{path: values[component] for path, component in field_inputs.items()},
         }
@@ -211,17 +245,22 @@ def build(runs_root: Path) -> TrainTab:
         return preview_table(result.frame), result.rows, notice(result.message, kind), result.has_demonstrations
 
     sft_enabled = field_inputs["sft.enabled"]
-    recipe_outputs = [run_name, reward_code, weights, *(field_inputs[f.path] for f in form.ALL_FIELDS), check_message]
+    recipe_outputs = [run_name, reward_code, weights, rollout_mode, environment_code,
+                      *(field_inputs[f.path] for f in form.ALL_FIELDS), check_message]
 
     def recipe_updates(choice):
-        """The form set to the dataset's recipe: its name, reward code and weights, every hyperparameter."""
+        """The form set to the dataset's recipe: its name, reward code and weights, its environment
+        (single reply when it has none; the code box keeps what it holds), every hyperparameter."""
         recipe = form.recipe_for(choice)
         if recipe is None:
             return *[gr.skip()] * (len(recipe_outputs) - 1), notice(f"{choice} has no recipe; nothing changed.", "info")
         found = rewards.check(recipe.rewards.source)
+        episodes = recipe.environment.enabled
         return (recipe.name, recipe.rewards.source, form.weights_table(found.functions, recipe.rewards.weights),
+                EPISODES if episodes else SINGLE_REPLY, recipe.environment.source if episodes else gr.skip(),
                 *form.field_values(recipe),
-                notice(f"Loaded the {choice} recipe: its reward functions and hyperparameters.", "ok"))
+                notice(f"Loaded the {choice} recipe: its reward functions, {'environment, ' if episodes else ''}"
+                       "and hyperparameters.", "ok"))
 
     def switch_dataset(choice, stored, column, code):
         """A preset with a recipe brings it along when the reward code is some recipe's own, unedited;
@@ -302,6 +341,37 @@ def build(runs_root: Path) -> TrainTab:
         reward_versions.request_change(run_dir, code, {k: v for k, v in weight_values.items() if k in known})
         return notice(f"Sent to {run_dir.name}: it takes effect at the next step boundary. The job line says when, "
                       "and Monitor marks the step on every chart.", "ok"), table_update
+
+    def check_environment_code(code, class_name):
+        info, message = environment_check(code or "", (class_name or "").strip() or None)
+        return _code_notice(message, "ok" if info else "error")
+
+    def play_episode(values: dict):
+        """One episode with the form's model and environment on the first preview row."""
+        rows = values[preview_rows]
+        if not rows:
+            yield notice("Choose a dataset first: the episode starts from its first row.", "error"), ""
+            return
+        try:
+            config = build_config({**values, rollout_mode: EPISODES})
+        except ConfigError as exc:
+            yield problems_notice("The configuration is invalid:", exc.problems), ""
+            return
+        started = time.monotonic()
+
+        def work(report):
+            with jobs.threads_beside_jobs(runs_root):
+                return form.try_episode(config, rows[0])
+
+        try:
+            for update in run_reporting(work, first_text="loading the model"):
+                if isinstance(update, Done):
+                    played, message, kind = update.result
+                    yield _code_notice(message, kind), episode_card(played)
+                else:
+                    yield notice(f"Playing one episode: {update.text} · {time.monotonic() - started:.0f} s", "info"), ""
+        except Exception as exc:  # a model that cannot load: say so, keep the page
+            yield notice(f"The episode failed: {type(exc).__name__}: {exc}", "error"), ""
 
     def update_summary(values: dict):
         try:
@@ -395,6 +465,10 @@ def build(runs_root: Path) -> TrainTab:
     prompt_column.submit(choose_dataset, [dataset_choice, upload_path, prompt_column],
                          [preview, preview_rows, dataset_message, sft_enabled])
     load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
+    rollout_mode.change(lambda mode: gr.update(visible=mode == EPISODES), rollout_mode, environment_panel)
+    check_environment.click(check_environment_code, [environment_code, field_inputs["environment.class_name"]],
+                            environment_message)
+    try_environment.click(play_episode, {*config_inputs, preview_rows}, [environment_message, episode_view])
     insert.click(insert_library, [reward_code, library_choice], [reward_code, check_message])
     check.click(check_code, [reward_code, weights, preview_rows, dataset_choice, upload_path, prompt_column],
                 [check_message, weights])
@@ -464,6 +538,16 @@ def reward_edit_outcome(run_dir: Path) -> str:
     if outcome["state"] == "applied":
         return f' · reward code v{outcome["version"]} since step {outcome["from_step"]}'
     return f'<div class="notice notice-warn">The last reward edit was refused: {html.escape(outcome["message"])}</div>'
+
+
+def episode_card(played: dict | None) -> str:
+    """A played episode: its prompt, then the conversation, with each reward function's score."""
+    if not played:
+        return ""
+    scores = " · ".join(f"{name} {value:.3f}" for name, value in played["rewards"].items() if not math.isnan(value))
+    return (f'<div class="card-title">Episode: {played["turns"]} turn(s)</div>'
+            f'<div class="card-scores">{html.escape(scores or "no score")}</div>'
+            f'<pre class="card-text">{html.escape(played["prompt"])}</pre>{conversation_html(played["messages"])}')
 
 
 def _code_notice(text: str, kind: str) -> str:

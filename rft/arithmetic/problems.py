@@ -19,6 +19,12 @@ SYSTEM_PROMPT = (
     "multiplication before addition and subtraction, inside <think> </think>. Then give only the "
     "final integer in the following format: <answer> number </answer>."
 )
+TOOL_SYSTEM_PROMPT = (
+    "You are a careful calculator with a calculator tool. To use the tool, reply with only "
+    "<calculator> expression </calculator>; its result comes back in the next message. When you "
+    "know the value of the expression, reply with only the final integer in the following format: "
+    "<answer> number </answer>."
+)
 # The model continues this message, so every completion starts inside the <think> block.
 ASSISTANT_PREFIX = "<think>"
 OPERATORS = ("+", "-", "*")
@@ -69,6 +75,12 @@ def make_row(expression: str) -> dict:
     return {"prompt": build_messages(expression), "expression": expression, "answer": worked_steps(expression)[1]}
 
 
+def make_tool_row(expression: str) -> dict:
+    """A row of the arithmetic-tools preset: the calculator's instructions, then the question."""
+    messages = [{"role": "system", "content": TOOL_SYSTEM_PROMPT}, {"role": "user", "content": f"What is {expression}?"}]
+    return {"prompt": messages, "expression": expression, "answer": worked_steps(expression)[1]}
+
+
 def held_out_problems(n: int | None = None) -> list[str]:
     """The evaluation expressions (the first `n`; all of them when None), always the same."""
     rng = random.Random(HELD_OUT_SEED)
@@ -101,3 +113,11 @@ def demonstration(expression: str) -> str:
 
 def demonstration_for_row(row: dict) -> str:
     return demonstration(row["expression"])
+
+
+def tool_demonstration(row: dict) -> list[dict]:
+    """The conversation of a calculator user: the whole expression to the tool, its value as the answer."""
+    value = str(worked_steps(row["expression"])[1])
+    return [{"role": "assistant", "content": f"<calculator> {row['expression']} </calculator>"},
+            {"role": "tool", "content": value},
+            {"role": "assistant", "content": f"<answer> {value} </answer>"}]

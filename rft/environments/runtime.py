@@ -31,6 +31,36 @@ API_HELP = ("define a class with reset(self, example) and step(self, reply) meth
             "reward(self)); see the README's 'Environments' section")
 
 
+# The Train tab's starting point: a complete environment to edit (GRPO compares the G episodes of a
+# row, so the secret comes from the row, not from a random draw).
+TEMPLATE = '''import re
+
+
+class GuessTheNumber:
+    """The model guesses a number from 1 to 100; the environment answers higher or lower."""
+
+    def reset(self, example):
+        # Called once per episode with the dataset row; the same row must start the same game.
+        self.secret = sum(map(ord, str(example.get("prompt", example)))) % 100 + 1
+        self.found = False
+        return "Guess the number from 1 to 100: reply with the number only. I will say higher or lower."
+
+    def step(self, reply):
+        # Called after every reply: the next user message, or None to end the episode.
+        guess = re.search(r"\\d+", reply)
+        if guess is None:
+            return "That was not a number. Reply with a number from 1 to 100."
+        if int(guess.group()) == self.secret:
+            self.found = True
+            return None
+        return "Higher." if int(guess.group()) < self.secret else "Lower."
+
+    def reward(self):
+        # Optional: the episode's reward from the environment's state, scored as "environment".
+        return 1.0 if self.found else 0.0
+'''
+
+
 class EnvironmentCodeError(ValueError):
     """Environment code that cannot be used; the message says why, in UI words."""
 
