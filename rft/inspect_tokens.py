@@ -139,7 +139,10 @@ def stored_completion(run_dir: str | Path, step: int, group: int, sample: int) -
         "completion_ids": chosen["completion_ids"][sample] if "completion_ids" in chosen else None,
         "logp": chosen["logp"][sample] if "logp" in chosen else None,
         "entropy": chosen["entropy"][sample] if "entropy" in chosen else None,
-        "group_entropy": [value for row in chosen.get("entropy", []) for value in row],
+        # An episode's tokens include the environment's messages (model_mask 0), which no loss term sees.
+        "model_mask": chosen["model_mask"][sample] if "model_mask" in chosen else None,
+        "group_entropy": [value for index, row in enumerate(chosen.get("entropy", [])) for position, value in
+                          enumerate(row) if "model_mask" not in chosen or chosen["model_mask"][index][position]],
     }
 
 
@@ -181,12 +184,13 @@ def entropy_threshold(cache: PolicyCache, policy: Policy, stored: dict, temperat
 
 
 def loss_per_token(grpo: GRPOConfig, logp_updated: torch.Tensor, logp_sampled: torch.Tensor, logp_ref: torch.Tensor,
-                   advantage: float, trained: torch.Tensor) -> dict[str, torch.Tensor]:
+                   advantage: float, trained: torch.Tensor, model_written: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The run's loss on one completion ([T] tensors), token by token: the ratio it uses, the clipping
-    flags, SAPO's gate, the contribution and its gradient with respect to each log p_updated."""
+    flags, SAPO's gate, the contribution and its gradient with respect to each log p_updated.
+    `model_written` (an episode's): 1 on the model's tokens; the environment's are in no loss term."""
     eps_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon_low
     logp = logp_updated[None].clone().requires_grad_()
-    mask = torch.ones_like(logp)
+    mask = torch.ones_like(logp) if model_written is None else model_written[None].float()
     advantages = torch.tensor([advantage])
     ratio = torch.exp(grpo_loss.log_importance_weights(logp, logp_sampled[None], mask, grpo.importance_sampling_level))
     objective, clipped_low, clipped_high = grpo_loss.policy_objective(
@@ -195,14 +199,14 @@ def loss_per_token(grpo: GRPOConfig, logp_updated: torch.Tensor, logp_sampled: t
     kl_at_updated = grpo_loss.k3_kl(logp, logp_ref[None])
     if grpo.use_bias_correction_kl:
         kl_at_updated = grpo_loss.bias_corrected_kl(kl_at_updated, ratio)
-    (-grpo_loss.per_token_loss(objective, kl_at_updated, grpo.beta, trained[None])).sum().backward()
+    (-grpo_loss.per_token_loss(objective, kl_at_updated, grpo.beta, trained[None]) * mask).sum().backward()
     gate = torch.full_like(logp_updated, float("nan"))
     if grpo.loss_type == "sapo":
         tau = grpo_loss.sapo_temperatures(advantages, grpo.sapo_temperature_pos, grpo.sapo_temperature_neg)
         gate = grpo_loss.sapo_gate(ratio.detach(), tau).expand_as(logp)[0]
     # The KL the loss at step N penalised is the sampling policy's.
     kl = grpo_loss.k3_kl(logp_sampled[None], logp_ref[None])
-    contribution = -grpo_loss.per_token_loss(objective.detach(), kl, grpo.beta, trained[None])
+    contribution = -grpo_loss.per_token_loss(objective.detach(), kl, grpo.beta, trained[None]) * mask
     return {"loss_ratio": ratio.detach().expand_as(logp)[0], "clipped_low": clipped_low.expand_as(logp)[0],
             "clipped_high": clipped_high.expand_as(logp)[0], "gate": gate, "kl": kl[0],
             "contribution": contribution[0], "push": logp.grad[0]}
@@ -239,16 +243,20 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
         logp_ref, _, _ = token_logprobs_under(cache, policies.reference, stored, temperature)
     notes.extend(variant_notes(grpo))
 
-    trained = torch.ones_like(logp_sampled)
+    model_written = None if stored["model_mask"] is None else torch.tensor(stored["model_mask"], dtype=torch.float)
+    trained = torch.ones_like(logp_sampled) if model_written is None else model_written.clone()
+    if model_written is not None:
+        notes.append(f"An episode: {int(model_written.sum())} of its {len(model_written)} tokens are the model's; "
+                     "the environment's (greyed) are context only, in no term of the loss.")
     if grpo.top_entropy_quantile < 1.0:
         threshold = float(torch.quantile(torch.tensor(stored["group_entropy"]), 1 - grpo.top_entropy_quantile)) \
             if stored_sampling else entropy_threshold(cache, policies.sampling, stored, temperature,
                                                       grpo.top_entropy_quantile)
-        trained = (entropy >= threshold).float()
+        trained = trained * (entropy >= threshold).float()
         notes.append(f"top_entropy_quantile {grpo.top_entropy_quantile:g}: tokens with entropy below {threshold:.3f} "
                      f"(the group's {1 - grpo.top_entropy_quantile:.0%} quantile) are left out of the policy term; "
                      f"{int(trained.sum())} of {len(trained)} here are trained.")
-    per_token = loss_per_token(grpo, logp_updated, logp_sampled, logp_ref, stored["advantage"], trained)
+    per_token = loss_per_token(grpo, logp_updated, logp_sampled, logp_ref, stored["advantage"], trained, model_written)
 
     tokens = pd.DataFrame({
         "position": range(len(pieces)),
@@ -263,6 +271,7 @@ def inspect_completion(cache: PolicyCache, run_dir: str | Path, step: int, group
         "gate": per_token["gate"].numpy(),
         "entropy": entropy.numpy(),
         "trained": trained.bool().numpy(),
+        "environment": (torch.zeros_like(trained) if model_written is None else 1 - model_written).bool().numpy(),
         "kl": per_token["kl"].numpy(),
         "contribution": per_token["contribution"].numpy(),
         "push": per_token["push"].numpy(),

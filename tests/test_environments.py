@@ -329,3 +329,23 @@ def test_held_out_evaluation_plays_one_greedy_episode_per_row(stopping_model_dir
         assert detail["rewards"]["turns"] == detail["episode"]["turns"]
         # The environment's reward weighs 1, turns 0.
         assert detail["total"] == pytest.approx(detail["rewards"]["environment"])
+
+
+def test_inspect_shows_an_episode_with_the_environment_tokens_out_of_the_loss(tmp_path, stopping_model_dir,
+                                                                              topics_file):
+    from rft.inspect_tokens import PolicyCache, inspect_completion
+
+    config = env_config(stopping_model_dir, topics_file, set=["schedule.max_steps=1", "schedule.save_every=1",
+                                                             "sampling.max_completion_length=32"])
+    run_dir = train(config, tmp_path / "run", progress=False)
+    groups = read_rollouts(run_dir, 1)["groups"]
+    group, sample = next((g, s) for g, group in enumerate(groups) for s, mask in enumerate(group["model_mask"])
+                         if 0 in mask)
+    report = inspect_completion(PolicyCache(), run_dir, 1, group, sample)
+    tokens = report.tokens
+    environment = tokens["environment"]
+    assert environment.any() and (~environment).any()
+    assert (tokens.loc[environment, "contribution"] == 0).all() and (tokens.loc[environment, "push"] == 0).all()
+    assert not tokens.loc[environment, "trained"].any()
+    assert (tokens.loc[~environment, "push"] != 0).any()
+    assert "Again, shorter." in "".join(tokens.loc[environment, "token"])

@@ -44,7 +44,7 @@ def test_every_form_field_names_a_real_config_field_with_help():
         assert field.help and field.label
     assert len({f.element_id for f in form.ALL_FIELDS}) == len(form.ALL_FIELDS)
     assert list(form.HYPERPARAMETER_GROUPS) == ["Sampling", "GRPO", "GRPO variants", "Optimisation", "LoRA",
-                                                "Schedule", "SFT warm start"]
+                                                "Schedule", "Environment", "SFT warm start"]
 
 
 def test_every_grpo_knob_is_in_the_form_and_a_variant_round_trips():

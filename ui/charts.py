@@ -165,7 +165,8 @@ def completion_length_chart(metrics: pd.DataFrame) -> go.Figure:
 def step_time_chart(metrics: pd.DataFrame) -> go.Figure:
     """Seconds per step, stacked: where the time goes (generation is usually most of it)."""
     title = "Step time (s): generate / score / train"
-    parts = {"time/generate": "generate", "time/score": "score", "time/train": "train"}
+    parts = {"time/generate": "generate", "time/environment": "environment", "time/score": "score",
+             "time/train": "train"}
     present = {c: n for c, n in parts.items() if _has(metrics, c)}
     if not present:
         return empty_figure(title)
@@ -174,6 +175,24 @@ def step_time_chart(metrics: pd.DataFrame) -> go.Figure:
         figure.add_trace(go.Scatter(x=metrics.index, y=metrics[column], name=name, mode="lines", stackgroup="time",
                                     line={"width": 0.5, "color": PALETTE[i]}))
     return _layout(figure, title, "seconds")
+
+
+def episodes_chart(metrics: pd.DataFrame) -> go.Figure:
+    """An environment run's episodes: turns per episode (mean and longest), and the share a limit cut
+    short (truncated) or whose environment failed."""
+    title = "Episodes: turns, and the share cut by a limit"
+    if not _has(metrics, "episodes/turns/mean"):
+        return empty_figure(title, "single-turn run")
+    figure = go.Figure()
+    _line(figure, metrics, "episodes/turns/mean", "turns (mean)", PALETTE[0])
+    figure.add_trace(go.Scatter(x=metrics.index, y=metrics["episodes/turns/max"], name="turns (max)", mode="lines",
+                                line={"color": PALETTE[0], "width": 1, "dash": "dot"}))
+    figure.add_trace(go.Scatter(x=metrics.index, y=metrics["episodes/truncated"], name="truncated (share)",
+                                mode="lines", yaxis="y2", line={"color": PALETTE[3], "width": 1.4}))
+    _layout(figure, title, "turns")
+    figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False,
+                                 "title": {"text": "share", "font": {"size": 10}}})
+    return figure
 
 
 def kl_chart(metrics: pd.DataFrame) -> go.Figure:
@@ -267,6 +286,7 @@ def monitor_figures(metrics: pd.DataFrame, sft_metrics: pd.DataFrame,
         "speed": throughput_chart(shown),
         "sft": sft_loss_chart(downsample(sft_metrics)),
         "held_out": held_out_chart(eval_metrics if eval_metrics is not None else pd.DataFrame()),
+        "episodes": episodes_chart(shown),
     }
     for name, figure in figures.items():
         if name not in ("groups", "sft", "held_out"):  # their x axes are not the run's steps

@@ -101,7 +101,7 @@ def build(runs_root: Path) -> InspectTab:
             return
         summary = (f"Step {report.step} · advantage {report.advantage:+.3f} · β {beta:g} · "
                    f"{len(report.tokens)} tokens · {(report.tokens['clipped'] != '').sum()} clipped · "
-                   f"{(~report.tokens['trained']).sum()} left out by entropy · "
+                   f"{(~report.tokens['trained'] & ~report.tokens['environment']).sum()} left out by entropy · "
                    f"mean KL {report.tokens['kl'].mean():.4f}\n" + "\n".join(report.notes))
         yield (notice(summary, "info"), tokens_html(report), readable(report.most_clipped(TABLE_ROWS)[CLIPPED_COLUMNS]),
                readable(report.highest_kl(TABLE_ROWS)[KL_COLUMNS]), readable(report.tokens))
@@ -122,18 +122,23 @@ def readable(frame: pd.DataFrame):
     """Probabilities span orders of magnitude: four significant digits, not four decimals. A column
     the run's loss has no use for (the gate, outside SAPO) is left out."""
     frame = frame.dropna(axis="columns", how="all").reset_index(drop=True)
-    numbers = [column for column in frame.columns if column not in ("position", "token", "clipped", "trained")]
+    numbers = [column for column in frame.columns
+               if column not in ("position", "token", "clipped", "trained", "environment")]
     return frame.style.format({column: "{:.4g}" for column in numbers})
 
 
 def tokens_html(report: TokenReport) -> str:
     """The completion as coloured tokens: green where the loss pushes a token's log-probability up, red
     where down, stronger for a larger push; a border marks clipped tokens, a strike-through the tokens
-    the entropy mask leaves out."""
+    the entropy mask leaves out; an episode's environment tokens are grey (context only)."""
     pushes = report.tokens["push"]
     scale = max(float(pushes.abs().max()), 1e-9)
     spans = []
     for row in report.tokens.itertuples():
+        if row.environment:
+            spans.append(f'<span class="tok tok-environment" title="the environment\'s token: context only, in no '
+                         f'term of the loss">{html.escape(row.token)}</span>')
+            continue
         strength = min(abs(row.push) / scale, 1.0) * 0.55
         colour = f"rgba(22, 163, 74, {strength:.2f})" if row.push >= 0 else f"rgba(220, 38, 38, {strength:.2f})"
         loss_ratio = f" · loss ratio {row.loss_ratio:.4f}" if abs(row.loss_ratio - row.ratio) > 1e-9 else ""

@@ -59,7 +59,8 @@ def build(runs_root: Path) -> MonitorTab:
             for name in row:
                 plots[name] = gr.Plot(show_label=False, elem_id=f"chart-{name}", elem_classes="chart", min_width=240)
     with gr.Row(equal_height=True, elem_classes="chart-row"):
-        # Shown only for runs with an SFT warm start, and runs evaluated on held-out rows.
+        # Shown only for runs with an SFT warm start, runs evaluated on held-out rows, and environment runs.
+        plots["episodes"] = gr.Plot(show_label=False, elem_id="chart-episodes", elem_classes="chart", visible=False)
         plots["sft"] = gr.Plot(show_label=False, elem_id="chart-sft", elem_classes="chart", visible=False)
         plots["held_out"] = gr.Plot(show_label=False, elem_id="chart-held-out", elem_classes="chart", visible=False)
     logs = gr.Textbox(label="logs.txt (latest lines: trainer output, reward-function prints and errors)", lines=12,
@@ -97,6 +98,7 @@ def build(runs_root: Path) -> MonitorTab:
         figures: dict = charts.monitor_figures(metrics, sft_metrics, eval_metrics)
         figures["sft"] = gr.Plot(figures["sft"], visible=not sft_metrics.empty)
         figures["held_out"] = gr.Plot(figures["held_out"], visible=not eval_metrics.empty)
+        figures["episodes"] = gr.Plot(figures["episodes"], visible="episodes/turns/mean" in metrics)
         return (progress_now, *[figures[name] for name in plots], tail_logs(run_dir, LOG_LINES), signature,
                 gr.Timer(active=True))
 
