@@ -22,6 +22,7 @@ fall back to generate(); `generation_path` says which path a model takes.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface, StaticCache
@@ -162,47 +163,169 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats
     if not _has_plain_cache(model):
         return _generate_with_transformers(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids, pad_id,
                                            temperature, top_p, top_k)
-    device = prompt_ids.device
-    rows = prompt_ids.shape[0] * repeats
-    prompt_length = prompt_ids.shape[1]
-    warpers = logits_warpers(temperature, top_p, top_k) if temperature > 0 else None
-    eos = torch.tensor(eos_ids, device=device)
-
     with _decode_attention(model), _packed_linear_weights(model, enabled=packed_weights):
         prompt_cache, logits = prefill_prompts(model, prompt_ids, prompt_mask)
-        cache = StaticCache(config=model.config, max_cache_len=prompt_length + max_new_tokens)
-        for index, layer in enumerate(prompt_cache.layers):
-            cache.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), index)
-        del prompt_cache
-        attention_mask = torch.zeros(rows, prompt_length + max_new_tokens, dtype=torch.long, device=device)
-        attention_mask[:, :prompt_length] = prompt_mask.repeat_interleave(repeats, 0)
-        positions = prompt_mask.sum(-1).repeat_interleave(repeats, 0)
-        next_logits = logits[:, -1].float().repeat_interleave(repeats, 0)
+        prompt_cache.batch_repeat_interleave(repeats)
+        return _decode(model, prompt_cache, prompt_mask.repeat_interleave(repeats, 0),
+                       logits[:, -1].float().repeat_interleave(repeats, 0), max_new_tokens, eos_ids, pad_id,
+                       logits_warpers(temperature, top_p, top_k) if temperature > 0 else None, compact)
 
-        output = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        active = torch.arange(rows, device=device)  # the output row of each batch row
-        unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-        steps = 0
-        for step in range(max_new_tokens):
-            raise_if_cancelled()
-            tokens = _pick(next_logits, warpers)
-            tokens = torch.where(unfinished, tokens, pad_id)
-            output[active, step] = tokens
-            steps = step + 1
-            unfinished &= ~torch.isin(tokens, eos)
-            if step == max_new_tokens - 1 or not unfinished.any():
-                break
-            if compact and (~unfinished).sum() >= COMPACT_WHEN_FINISHED * len(active):
-                keep = unfinished.nonzero().squeeze(1)
-                _keep_cache_rows(cache, keep)
-                active, tokens, positions = active[keep], tokens[keep], positions[keep]
-                attention_mask, unfinished = attention_mask[keep], unfinished[keep]
-            attention_mask[:, prompt_length + step] = 1
-            logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
-                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-            next_logits = logits[:, -1].float()
-            positions = positions + 1
+
+def _decode(model, context_cache, context_mask: torch.Tensor, next_logits: torch.Tensor, max_new_tokens: int,
+            eos_ids: list[int], pad_id: int, warpers: LogitsProcessorList | None, compact: bool = True,
+            on_leave=None) -> torch.Tensor:
+    """The decode loop: up to `max_new_tokens` tokens for each row of a prefilled context (its cache
+    [rows, ..., Lc], mask [rows, Lc] and next-token logits [rows, V]), in a static cache. Returns the
+    tokens [rows, steps], pad after each row's first EOS. `on_leave(output, output_rows, batch_rows,
+    cache, attention_mask)` is called for rows about to leave the batch (compacted away, or at the
+    end), while their cache is still there."""
+    device = context_mask.device
+    rows, context_length = context_mask.shape
+    eos = torch.tensor(eos_ids, device=device)
+    cache = StaticCache(config=model.config, max_cache_len=context_length + max_new_tokens)
+    for index, layer in enumerate(context_cache.layers):
+        cache.update(layer.keys, layer.values, index)
+    del context_cache
+    attention_mask = torch.zeros(rows, context_length + max_new_tokens, dtype=torch.long, device=device)
+    attention_mask[:, :context_length] = context_mask
+    positions = context_mask.sum(-1)
+
+    output = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    active = torch.arange(rows, device=device)  # the output row of each batch row
+    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    steps = 0
+    for step in range(max_new_tokens):
+        raise_if_cancelled()
+        tokens = _pick(next_logits, warpers)
+        tokens = torch.where(unfinished, tokens, pad_id)
+        output[active, step] = tokens
+        steps = step + 1
+        unfinished &= ~torch.isin(tokens, eos)
+        if step == max_new_tokens - 1 or not unfinished.any():
+            break
+        if compact and (~unfinished).sum() >= COMPACT_WHEN_FINISHED * len(active):
+            keep = unfinished.nonzero().squeeze(1)
+            if on_leave is not None:
+                leaving = (~unfinished).nonzero().squeeze(1)
+                on_leave(output, active[leaving], leaving, cache, attention_mask)
+            _keep_cache_rows(cache, keep)
+            active, tokens, positions = active[keep], tokens[keep], positions[keep]
+            attention_mask, unfinished = attention_mask[keep], unfinished[keep]
+        attention_mask[:, context_length + step] = 1
+        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        next_logits = logits[:, -1].float()
+        positions = positions + 1
+    if on_leave is not None:
+        on_leave(output, active, torch.arange(len(active), device=device), cache, attention_mask)
     return output[:, :steps]
+
+
+@dataclass
+class SequenceCache:
+    """What a conversation has computed so far, kept between its turns: its tokens and, for a model
+    the decode loop covers, their keys and values at every layer ([Hkv, L, D] each, no padding)."""
+
+    tokens: list[int]
+    keys: list[torch.Tensor] | None = None
+    values: list[torch.Tensor] | None = None
+
+
+@torch.no_grad()
+def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[list[int]], max_new_tokens: int,
+                       eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
+                       top_k: int = 0) -> tuple[list[list[int]], list[SequenceCache]]:
+    """One continuation of each sequence (a conversation's next reply): its cache of the tokens so far
+    (None to start one) and the tokens since (at least one). Returns each row's sampled tokens, up to
+    and including its EOS, and its cache, which then covers everything but the last sampled token.
+
+    Only the new tokens are prefilled, over the kept keys and values, so a conversation's earlier
+    turns are never computed again; new sequences whose tokens are alike (a group's shared prompt)
+    are prefilled once, their common beginning once for all. Models the decode loop does not cover
+    regenerate from the whole sequence each time.
+    """
+    device = next(model.parameters()).device
+    if not _has_plain_cache(model):
+        whole = [(cache.tokens if cache else []) + ids for cache, ids in zip(caches, new_ids, strict=True)]
+        prompt_ids, prompt_mask = (t.to(device) for t in pack_prompts(whole, pad_id))
+        output = generate(model, prompt_ids, prompt_mask, 1, max_new_tokens, eos_ids, pad_id, temperature, top_p, top_k)
+        replies = [_reply(row, eos_ids) for row in output.tolist()]
+        return replies, [SequenceCache(tokens + reply[:-1]) for tokens, reply in zip(whole, replies, strict=True)]
+    if any(cache is None for cache in caches) and not all(cache is None for cache in caches):
+        raise ValueError("continue_sequences: start every sequence together, or continue every one")
+    warpers = logits_warpers(temperature, top_p, top_k) if temperature > 0 else None
+    rows = len(new_ids)
+    done: list[SequenceCache | None] = [None] * rows
+    context_tokens = [(cache.tokens if cache else []) + ids for cache, ids in zip(caches, new_ids, strict=True)]
+    with _decode_attention(model), _packed_linear_weights(model):
+        if caches[0] is None:
+            context_cache, context_mask, logits = _prefill_new(model, new_ids, pad_id, device)
+        else:
+            context_cache, context_mask, logits = _prefill_continued(model, caches, new_ids, pad_id, device)
+        context_length = context_mask.shape[1]
+
+        def keep_caches(output, output_rows, batch_rows, cache, attention_mask):
+            for output_row, batch_row in zip(output_rows.tolist(), batch_rows.tolist()):
+                written = len(_reply(output[output_row].tolist(), eos_ids)) - 1  # the last token is not fed yet
+                columns = torch.cat([attention_mask[batch_row, :context_length].nonzero().squeeze(1),
+                                     context_length + torch.arange(written, device=device)])
+                done[output_row] = SequenceCache(
+                    context_tokens[output_row] + output[output_row, :written].tolist(),
+                    [layer.keys[batch_row][:, columns] for layer in cache.layers],
+                    [layer.values[batch_row][:, columns] for layer in cache.layers])
+
+        output = _decode(model, context_cache, context_mask, logits, max_new_tokens, eos_ids, pad_id, warpers,
+                         on_leave=keep_caches)
+    return [_reply(row, eos_ids) for row in output.tolist()], done
+
+
+def _prefill_new(model, new_ids: list[list[int]], pad_id: int, device):
+    """The context of new sequences: alike ones prefilled once, the beginning all share once for all."""
+    distinct = list(dict.fromkeys(tuple(ids) for ids in new_ids))
+    index = torch.tensor([distinct.index(tuple(ids)) for ids in new_ids], device=device)
+    prompt_ids, prompt_mask = (t.to(device) for t in pack_prompts([list(ids) for ids in distinct], pad_id))
+    cache, logits = prefill_prompts(model, prompt_ids, prompt_mask)
+    cache.batch_select_indices(index)
+    return cache, prompt_mask[index], logits[index, -1].float()
+
+
+def _prefill_continued(model, caches: list[SequenceCache], new_ids: list[list[int]], pad_id: int, device):
+    """The context of continued sequences: each one's kept keys and values, right-aligned, then its new
+    tokens, left-padded, prefilled over them (padding between the two, masked)."""
+    from transformers import DynamicCache
+
+    rows = len(caches)
+    past = max(len(cache.tokens) for cache in caches)
+    new = max(len(ids) for ids in new_ids)
+    context_cache = DynamicCache(config=model.config)
+    for layer in range(len(caches[0].keys)):
+        keys = caches[0].keys[layer].new_zeros(rows, caches[0].keys[layer].shape[0], past, caches[0].keys[layer].shape[-1])
+        values = caches[0].values[layer].new_zeros(rows, caches[0].values[layer].shape[0], past,
+                                                   caches[0].values[layer].shape[-1])
+        for row, cache in enumerate(caches):
+            length = len(cache.tokens)
+            keys[row, :, past - length:] = cache.keys[layer]
+            values[row, :, past - length:] = cache.values[layer]
+        context_cache.update(keys, values, layer)
+    mask = torch.zeros(rows, past + new, dtype=torch.long, device=device)
+    input_ids = torch.full((rows, new), pad_id, dtype=torch.long, device=device)
+    positions = torch.zeros(rows, new, dtype=torch.long, device=device)
+    for row, (cache, ids) in enumerate(zip(caches, new_ids, strict=True)):
+        length, count = len(cache.tokens), len(ids)
+        mask[row, past - length:past] = 1
+        mask[row, past + new - count:] = 1
+        input_ids[row, new - count:] = torch.tensor(ids, device=device)
+        positions[row, new - count:] = length + torch.arange(count, device=device)
+    with prefix_cache.continuing(model, context_cache):
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                       past_key_values=context_cache, use_cache=True, logits_to_keep=1).logits
+    return context_cache, mask, logits[:, -1].float()
+
+
+def _reply(row: list[int], eos_ids: list[int]) -> list[int]:
+    """A decoded row up to and including its first EOS (all of it when it has none)."""
+    ends = [position for position, token in enumerate(row) if token in eos_ids]
+    return row[:ends[0] + 1] if ends else row
 
 
 def _pick(logits: torch.Tensor, warpers: LogitsProcessorList | None) -> torch.Tensor:

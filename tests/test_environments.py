@@ -182,12 +182,17 @@ def test_episode_tokens_are_the_chat_template_rendering_of_the_whole_conversatio
     assert "Again, shorter." in environment_text and "Again, shorter." not in model_text
 
 
-def test_episode_logprobs_over_the_cached_prompt_equal_a_plain_forward(stopping_model_dir, topics_file):
-    config = env_config(stopping_model_dir, topics_file, set=["environment.max_turns=3"])
+@pytest.mark.parametrize("which", ["tiny", "bundled"])
+def test_episode_logprobs_over_the_cached_prompt_equal_a_plain_forward(stopping_model_dir, bundled_model_dir,
+                                                                       topics_file, which):
+    model_dir = stopping_model_dir if which == "tiny" else bundled_model_dir
+    config = env_config(model_dir, topics_file, set=["environment.max_turns=3", "sampling.max_completion_length=24",
+                                                     "sampling.num_generations=2", "environment.max_episode_tokens=128"])
     tokenizer = models.load_tokenizer(config.model.name_or_path)
     model = models.load_base_model(config.model)
     torch.manual_seed(1)
-    rows = [{"prompt": "Hello.", "topic": "cats"}, {"prompt": "Tell me something longer, please.", "topic": "dogs"}]
+    rows = [{"prompt": "Name a colour, in one word.", "topic": "cats"},
+            {"prompt": "Tell me the name of one animal, in a single word please.", "topic": "dogs"}]
     batch = play_two_turns(model, tokenizer, config, rows)
     rollout = rollout_from_episodes(tokenizer, batch, config.sampling.num_generations, torch.device("cpu"))
     lengths = {len(e.token_ids) for e in batch.episodes}
@@ -349,3 +354,31 @@ def test_inspect_shows_an_episode_with_the_environment_tokens_out_of_the_loss(tm
     assert not tokens.loc[environment, "trained"].any()
     assert (tokens.loc[~environment, "push"] != 0).any()
     assert "Again, shorter." in "".join(tokens.loc[environment, "token"])
+
+
+def test_turns_continue_the_kept_cache_as_a_fresh_generation_from_the_whole_conversation(stopping_model_dir,
+                                                                                         topics_file):
+    from rft import generation
+    from rft.grpo.sampler import eos_token_ids
+
+    config = env_config(stopping_model_dir, topics_file,
+                        set=["sampling.temperature=0", "sampling.max_completion_length=24", "environment.max_turns=3",
+                             "environment.max_episode_tokens=256"])
+    tokenizer = models.load_tokenizer(config.model.name_or_path)
+    model = models.load_base_model(config.model)
+    rows = [{"prompt": "Hello.", "topic": "cats"}, {"prompt": "Something longer to say, please.", "topic": "dogs"}]
+    batch = play_two_turns(model, tokenizer, config, rows)
+    eos = eos_token_ids(model, tokenizer)
+    checked = 0
+    for episode in batch.episodes:
+        prompt = tokenizer(batch.prompt_texts[episode.group], add_special_tokens=False).input_ids
+        starts = [k for k, m in enumerate(episode.model_mask) if m and (k == 0 or not episode.model_mask[k - 1])]
+        for start in starts:
+            end = start
+            while end < len(episode.model_mask) and episode.model_mask[end]:
+                end += 1
+            ids, mask = generation.pack_prompts([prompt + episode.token_ids[:start]], tokenizer.pad_token_id)
+            fresh = generation.generate(model, ids, mask, 1, 24, eos, tokenizer.pad_token_id, temperature=0.0)[0]
+            assert fresh.tolist()[:end - start] == episode.token_ids[start:end]
+            checked += 1
+    assert checked > len(batch.episodes), "some episodes should have had a second turn"

@@ -138,6 +138,10 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
 
     prompt_texts = [render_prompt(messages) for messages in opened]
     prompt_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
+    # Each episode's computed keys and values are kept between turns (generation.SequenceCache): a
+    # turn prefills only what is new since the last, the reply's end and the environment's message.
+    caches: list[generation.SequenceCache | None] = [None] * len(episodes)
+    pending = [list(prompt_ids[episode.group]) for episode in episodes]
     generate_seconds = 0.0
     for episode in episodes:
         episode.finished = episode.problem is not None
@@ -148,16 +152,18 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
         budgets = [min(sampling.max_completion_length, limits.max_episode_tokens - len(episodes[i].token_ids))
                    for i in live]
         started = time.perf_counter()
-        replies = _sample_replies(model, tokenizer, [prompt_ids[episodes[i].group] + episodes[i].token_ids for i in live],
-                                  max(budgets), eos_ids, sampling, group if turn == 1 and len(live) == len(episodes) else 1)
+        device = next(model.parameters()).device
+        replies, kept = generation.continue_sequences(
+            model, [caches[i] for i in live], [pending[i] for i in live], max(budgets), eos_ids,
+            tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         generate_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        for i, reply_ids, budget in zip(live, replies, budgets, strict=True):
+        for i, reply_ids, budget, cache in zip(live, replies, budgets, kept, strict=True):
             episode = episodes[i]
             reply_ids = reply_ids[:budget]
-            ended = any(token in eos_ids for token in reply_ids)
-            if ended:
-                reply_ids = reply_ids[: next(k for k, token in enumerate(reply_ids) if token in eos_ids) + 1]
+            ended = reply_ids[-1] in eos_ids
             reply = tokenizer.decode(reply_ids, skip_special_tokens=True)
             episode.token_ids += reply_ids
             episode.model_mask += [1] * len(reply_ids)
@@ -179,7 +185,11 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
                 episode.token_ids += message_ids
                 episode.model_mask += [0] * len(message_ids)
                 episode.messages.append(outcome.value)
+                caches[i], pending[i] = cache, [reply_ids[-1]] + message_ids
         environment_seconds += time.perf_counter() - started
+        for i in live:  # a finished episode's keys and values are no longer needed
+            if episodes[i].finished:
+                caches[i] = None
 
     started = time.perf_counter()
     for episode, episode_id in zip(episodes, ids, strict=True):
@@ -190,18 +200,6 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
         runtime.close_episode(episode_id)
     environment_seconds += time.perf_counter() - started
     return EpisodeBatch(opened, prompt_texts, episodes, generate_seconds, environment_seconds)
-
-
-def _sample_replies(model, tokenizer, contexts: list[list[int]], max_new_tokens: int, eos_ids: list[int],
-                    sampling: SamplingConfig, repeats: int) -> list[list[int]]:
-    """One reply per context (the contexts of each group of `repeats` are alike: the first turn
-    samples the G replies of a prompt over one prefill of it)."""
-    device = next(model.parameters()).device
-    distinct = contexts[::repeats]
-    prompt_ids, prompt_mask = (t.to(device) for t in generation.pack_prompts(distinct, tokenizer.pad_token_id))
-    output = generation.generate(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids,
-                                 tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
-    return output.tolist()
 
 
 def with_episode_outcomes(per_function: dict[str, list[float]], episodes: list[Episode],
