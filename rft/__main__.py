@@ -100,16 +100,17 @@ def _eval_diff(args) -> int:
     return 0
 
 
-EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate", "run": "rft.held_out"}
-
-
 def _eval(args, rest: list[str]) -> int:
-    if args.task not in EVAL_TASKS:
-        print(f"unknown evaluation task {args.task!r}; available: {', '.join(EVAL_TASKS)}", file=sys.stderr)
-        return 2
-    import importlib
+    from rft import held_out, tasks
 
-    return importlib.import_module(EVAL_TASKS[args.task]).main(rest)
+    if args.task == "run":
+        return held_out.main(rest)
+    task = tasks.task(args.task)
+    if task is None or task.evaluator is None:
+        evaluated = [name for name in tasks.built_in_names() if tasks.task(name).evaluator]
+        print(f"unknown evaluation task {args.task!r}; available: {', '.join(evaluated + ['run'])}", file=sys.stderr)
+        return 2
+    return task.evaluator.main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:

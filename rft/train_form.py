@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from rft import data as datasets
-from rft import presets, sft
+from rft import sft, tasks
 from rft.config import (IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, LR_SCHEDULERS, MULTI_OBJECTIVE_AGGREGATIONS,
                         SCALE_REWARDS, TRACKERS, ConfigError, DataConfig, RunConfig)
 
@@ -350,20 +350,17 @@ def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
 
 
 def recipe_for(dataset_choice: str) -> RunConfig | None:
-    """The recipe (reward code and hyperparameters) made for a built-in dataset, when it has one."""
-    from rft import task_library
-
-    if dataset_choice in presets.PRESETS or task_library.is_library_task(dataset_choice):
-        return presets.preset_config(dataset_choice)
-    return None
+    """The recipe (reward code, environment and hyperparameters) of a built-in dataset's task."""
+    task = tasks.task(dataset_choice)
+    return task.recipe() if task is not None else None
 
 
 def is_untouched_recipe_code(source: str) -> bool:
     """Whether reward code is exactly some recipe's own, unedited: it belongs to that recipe's
     dataset, so choosing another dataset may replace it without losing anything the user wrote."""
-    from rft import task_library
+    from rft.tasks import reasoning_gym
 
-    recipes = [make().rewards.source for make in presets.PRESETS.values()] + [task_library.reward_source()]
+    recipes = [make().rewards.source for make in tasks.recipes().values()] + [reasoning_gym.reward_source()]
     return any(source.strip() == recipe.strip() for recipe in recipes)
 
 

@@ -9,10 +9,10 @@ import pytest
 from rft import presets
 from rft.environments.runtime import EnvironmentRuntime
 from rft.rewards import RewardRuntime
-from rft.wordle import environment_source, game_reward_source
-from rft.wordle.dataset import game_rows, held_out_game_rows, held_out_secrets
-from rft.wordle.demonstrations import game_demonstration
-from rft.wordle.environment import WordleGame
+from rft.tasks.wordle import environment_source, game_reward_source
+from rft.tasks.wordle.dataset import game_rows, held_out_game_rows, held_out_secrets
+from rft.tasks.wordle.demonstrations import game_demonstration
+from rft.tasks.wordle.environment import WordleGame
 
 
 def row_for(secret: str) -> dict:

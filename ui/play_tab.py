@@ -13,9 +13,9 @@ import gradio as gr
 from rft.background import Done, Progress, run_reporting
 from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy
-from rft.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
-from rft.wordle.play import GameResult, Turn, play_turn
-from rft.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, normalise_word, random_secret, reasoning
+from rft.tasks.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
+from rft.tasks.wordle.play import GameResult, Turn, play_turn
+from rft.tasks.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, normalise_word, random_secret, reasoning
 from ui.common import notice
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from rft.data import render_prompt
 from rft.models import generate_continuations
-from rft.wordle.game import ALLOWED_PATH, MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
-from rft.wordle.prompts import build_messages
-from rft.wordle.rewards import GUESS_PATTERN, fits_feedback, guess_value, output_format_check, uses_previous_feedback
+from rft.tasks.wordle.game import ALLOWED_PATH, MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
+from rft.tasks.wordle.prompts import build_messages
+from rft.tasks.wordle.rewards import GUESS_PATTERN, fits_feedback, guess_value, output_format_check, uses_previous_feedback
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_BATCH_SIZE = 16
