@@ -7,6 +7,7 @@ same list that `config_from_values` applies, and the help text sits next to the 
 
 from __future__ import annotations
 
+import functools
 import math
 import shlex
 import shutil
@@ -323,8 +324,9 @@ class DatasetPreview:
     has_demonstrations: bool = False  # an SFT warm start can run on it
 
 
-def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPreview:
-    """The first rows of a dataset and whether it is usable; never raises for a bad dataset."""
+def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS, model: str | None = None) -> DatasetPreview:
+    """The first rows of a dataset and whether it is usable; never raises for a bad dataset. With a
+    model, each prompt is shown as that model sees it (its chat template) with its length in tokens."""
     try:
         rows = datasets.load_rows(data)
     except datasets.DatasetError as exc:
@@ -336,8 +338,36 @@ def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPrevi
     passed = sorted({key for row in rows[:count] for key in datasets.example_of(row, data)})
     message = (f"{source}: {len(rows):,} rows, columns: {', '.join(columns)}. The prompt is {data.prompt_column!r}; "
                f"reward functions receive {', '.join(passed) or 'no other column'} as example.")
-    return DatasetPreview(rows[:count], datasets.preview_frame(rows, data, count), message,
-                          has_demonstrations(data, rows))
+    frame = datasets.preview_frame(rows, data, count)
+    if model:
+        message += " " + _show_as_the_model_sees(frame, rows[:count], data, model)
+    return DatasetPreview(rows[:count], frame, message, has_demonstrations(data, rows))
+
+
+def _show_as_the_model_sees(frame: pd.DataFrame, rows: list[dict], data: DataConfig, model: str) -> str:
+    """Replaces the frame's prompts with their rendering by the model's chat template and adds their
+    token counts; returns what the message should add (over-long prompts, or why it could not)."""
+    try:
+        tokenizer = _tokenizer(model)
+        texts = [datasets.render_prompt(tokenizer, datasets.to_messages(row, data)) for row in rows]
+    except Exception as exc:  # a model without a tokenizer or a chat template: the plain preview stays
+        return f"(The prompts are shown as messages: {model}'s chat template could not render them: {exc})"
+    counts = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
+    frame["prompt"] = texts
+    frame.insert(1, "tokens", counts)
+    over = sum(count > data.max_prompt_length for count in counts)
+    shown = "Prompts are shown as the model sees them (its chat template), with their length in tokens."
+    if over:
+        shown += (f" {over} of these {len(counts)} are over data.max_prompt_length={data.max_prompt_length} "
+                  "and would be left out: raise Max prompt tokens.")
+    return shown
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str):
+    from rft import models
+
+    return models.load_tokenizer(model)
 
 
 def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
