@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="warm start with supervised fine-tuning on demonstrations before GRPO (default: the "
                             "config's sft.enabled; the wordle and arithmetic presets turn it on)")
     train.add_argument("--report-to", nargs="*", metavar="TRACKER",
-                       help="mirror the run to experiment trackers: tensorboard, trackio (default: the config's report.to)")
+                       help="mirror the run to experiment trackers: tensorboard, trackio, wandb, mlflow "
+                            "(default: the config's report.to)")
     train.add_argument("--run-dir", help="the run directory (default: a new one under --runs-root)")
     train.add_argument("--runs-root", help="where new run directories go (default: ./runs or $RFT_RUNS_DIR)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
