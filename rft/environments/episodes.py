@@ -212,3 +212,28 @@ def with_episode_outcomes(per_function: dict[str, list[float]], episodes: list[E
         scores[ENVIRONMENT_REWARD] = [episode.environment_reward for episode in episodes]
     return {name: [float("nan") if episode.problem else value for value, episode in zip(values, episodes, strict=True)]
             for name, values in scores.items()}
+
+
+@dataclass
+class EpisodeScores:
+    per_function: dict[str, list[float]]  # every reward function's and the environment's, NaN where missing
+    totals: list[float]  # weighted sums of the present scores; NaN where none is (a failed episode)
+    row_errors: list[str]  # per episode: its environment's problem, or what a reward function raised
+
+
+def score_episodes(rewards, prompt_texts: list[str], episodes: list[Episode], examples: list[dict],
+                   environment_has_reward: bool, environment_weight: float) -> EpisodeScores:
+    """Episodes scored as a run scores them: the reward functions see the last reply as `completion`
+    and the episode as example["episode"]; the environment's reward() joins them as "environment"."""
+    result = rewards.score(prompt_texts, [episode.replies[-1] if episode.replies else "" for episode in episodes],
+                           [dict(example, episode=episode.summary()) for example, episode in zip(examples, episodes)],
+                           [[t for t, mine in zip(e.token_ids, e.model_mask) if mine] for e in episodes])
+    per_function = with_episode_outcomes(result.per_function, episodes, environment_has_reward)
+    weights = {**rewards.weights, ENVIRONMENT_REWARD: environment_weight}
+    totals = []
+    for index in range(len(episodes)):
+        present = {name: values[index] for name, values in per_function.items() if values[index] == values[index]}
+        totals.append(sum(weights.get(name, 1.0) * value for name, value in present.items()) if present
+                      else float("nan"))
+    errors = [episode.problem or error for episode, error in zip(episodes, result.row_errors)]
+    return EpisodeScores(per_function, totals, errors)
