@@ -154,7 +154,7 @@ def play(model, tokenizer, prompt: PromptChoice, config: RunConfig, settings: Ge
                               temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     torch.manual_seed(settings.seed)
     batch = episodes.play(model, tokenizer, [prompt.messages], [prompt.example], sampling, config.environment,
-                          environment, lambda messages: datasets.render_prompt(tokenizer, messages))
+                          environment)
     scored = episodes.score_episodes(rewards, batch.prompt_texts * len(batch.episodes), batch.episodes,
                                      [prompt.example] * len(batch.episodes), environment.has_reward,
                                      config.environment.reward_weight)

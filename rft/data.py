@@ -287,11 +287,13 @@ def example_of(row: dict, data: DataConfig) -> dict:
     return {k: v for k, v in row.items() if k != data.prompt_column}
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the model sees; a final assistant message is continued, not closed."""
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The prompt text the model sees; a final assistant message is continued, not closed. `tools`
+    (JSON schemas, an environment's) are rendered by the chat template."""
     continues = messages[-1]["role"] == "assistant"
     return tokenizer.apply_chat_template(
         messages,
+        tools=tools,
         tokenize=False,
         add_generation_prompt=not continues,
         continue_final_message=continues,

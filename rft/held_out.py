@@ -85,8 +85,7 @@ def _answer_and_score(model, tokenizer, config: RunConfig, rows: list[dict], rew
         from rft.environments import episodes
 
         greedy = dataclasses.replace(config.sampling, num_generations=1, temperature=0.0)
-        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment,
-                              lambda m: datasets.render_prompt(tokenizer, m))
+        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment)
         played, messages = batch.episodes, batch.prompt_messages
         completions = [episode.replies[-1] if episode.replies else "" for episode in played]
         scored = episodes.score_episodes(rewards, batch.prompt_texts, played, examples, environment.has_reward,

@@ -104,14 +104,17 @@ def conversation_tokens(renderer: TurnRenderer, conversation: list[dict], prefix
     """A demonstrated conversation after the prompt as an episode's tokens and model mask: each
     assistant turn learnt (with its end-of-turn token), every other message context only."""
     eos = renderer.tokenizer.eos_token_id
-    ids, mask = [], []
-    for message in conversation:
-        if message["role"] == "assistant":
+    ids, mask, answers = [], [], []
+    for message in conversation + [{"role": "assistant", "content": None}]:
+        if message["role"] != "assistant":
+            answers.append(message)  # consecutive environment messages render together, as in an episode
+            continue
+        if answers:
+            turn = renderer.message_ids(answers, eos, prefix)
+            ids, mask, answers = ids + turn, mask + [0] * len(turn), []
+        if message["content"] is not None:
             turn = renderer.tokenizer(message["content"], add_special_tokens=False).input_ids + [eos]
             ids, mask = ids + turn, mask + [1] * len(turn)
-        else:
-            turn = renderer.message_ids(message, eos, prefix)
-            ids, mask = ids + turn, mask + [0] * len(turn)
     return ids, mask
 
 

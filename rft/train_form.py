@@ -476,48 +476,45 @@ def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: 
 
 
 def try_episode(config: RunConfig, row: dict) -> tuple[dict | None, str, str]:
-    """One episode of the configured environment with the configured model, on a preview row,
-    scored by the reward code: (the episode's summary, its prompt, its scores), a message and its
-    kind. Sampled at the configured temperature, so Try again plays another episode."""
+    """One episode of the configured environment with the configured model, on a preview row, scored
+    as a run scores it: (the episode's summary with its prompt and scores), a message and its kind.
+    Sampled at the configured temperature, so playing again plays another episode."""
+    import contextlib
     import dataclasses
 
-    from rft import models, rewards
+    from rft import models
     from rft.environments import episodes
     from rft.environments.runtime import EnvironmentCodeError, EnvironmentRuntime
+    from rft.rewards import RewardCodeError, RewardRuntime
 
     if not config.environment.enabled:
         return None, "Write an environment first (or choose Environment episodes).", "error"
-    try:
-        environment = EnvironmentRuntime(config.environment.source, config.environment.class_name,
-                                         config.environment.timeout_s)
-    except EnvironmentCodeError as exc:
-        return None, f"The environment cannot run: {exc}", "error"
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            environment = stack.enter_context(EnvironmentRuntime(
+                config.environment.source, config.environment.class_name, config.environment.timeout_s))
+            rewards = stack.enter_context(RewardRuntime(config.rewards.source, config.rewards.weights,
+                                                        config.rewards.timeout_s))
+        except (EnvironmentCodeError, RewardCodeError) as exc:
+            return None, f"Cannot play: {exc}", "error"
         model, tokenizer = models.load_for_inference(config.model.name_or_path, config.model.adapter,
                                                      config.model.device)
-        messages = datasets.to_messages(row, config.data)
         example = datasets.example_of(row, config.data)
         one = dataclasses.replace(config.sampling, num_generations=1)
-        batch = episodes.play(model, tokenizer, [messages], [example], one, config.environment, environment,
-                              lambda m: datasets.render_prompt(tokenizer, m))
+        batch = episodes.play(model, tokenizer, [datasets.to_messages(row, config.data)], [example], one,
+                              config.environment, environment)
         episode = batch.episodes[0]
-        _, scores = rewards.preview(config.rewards.source, [batch.prompt_texts[0]],
-                                    [episode.replies[-1] if episode.replies else ""],
-                                    [dict(example, episode=episode.summary())], config.rewards.weights or None,
-                                    config.rewards.timeout_s)
-        per_function = {} if scores is None else scores.per_function
-        per_function = episodes.with_episode_outcomes(per_function, [episode], environment.has_reward)
-    finally:
-        environment.close()
+        scored = episodes.score_episodes(rewards, batch.prompt_texts, [episode], [example], environment.has_reward,
+                                         config.environment.reward_weight)
     played = {**episode.summary(), "prompt": datasets.prompt_text_for_display(batch.prompt_messages[0]),
-              "rewards": {name: values[0] for name, values in per_function.items()}}
+              "rewards": {name: values[0] for name, values in scored.per_function.items()}}
     if episode.problem:
         return played, f"The environment failed, so the episode would be scored as missing: {episode.problem}", "error"
     ending = "cut by a limit (truncated)" if episode.truncated else "ended by the environment"
     message = (f"{episode.turns} turn(s), {sum(episode.model_mask)} model tokens, {ending}; generated in "
                f"{batch.generate_seconds:.1f} s, the environment took {batch.environment_seconds:.2f} s.")
-    if scores is None:
-        return played, message + " The reward code cannot run, so only the environment scored it.", "warn"
+    if scored.row_errors[0]:
+        return played, f"{message}\nA reward function failed on it: {scored.row_errors[0]}", "warn"
     return played, message, "ok"
 
 

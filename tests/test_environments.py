@@ -157,8 +157,7 @@ def play_two_turns(model, tokenizer, config: RunConfig, rows: list[dict]):
     messages = [datasets.to_messages(row, config.data) for row in rows]
     examples = [datasets.example_of(row, config.data) for row in rows]
     with EnvironmentRuntime(config.environment.source) as runtime:
-        return episodes.play(model, tokenizer, messages, examples, config.sampling, config.environment, runtime,
-                             lambda m: datasets.render_prompt(tokenizer, m))
+        return episodes.play(model, tokenizer, messages, examples, config.sampling, config.environment, runtime)
 
 
 def test_episode_tokens_are_the_chat_template_rendering_of_the_whole_conversation(stopping_model_dir, topics_file):
