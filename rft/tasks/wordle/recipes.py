@@ -59,7 +59,7 @@ def wordle_game() -> RunConfig:
     course's three rewards averaged over the game's guesses.
 
     The warm start is the solver's games, learnt as conversations (its turns only): 192 of them
-    took 24 min on the 2-core CPU. A game is up to six replies, so a step of 2 prompts x 6 games
+    took 24 min on the 2-core CPU (beside other jobs). A game is up to six replies, so a step of 2 prompts x 6 games
     generates and trains on several times the tokens of a single-turn step: 6.4 min a step there
     (2 min generating, 4.3 training), so 6 steps fit the hour. It trains on up to 12 x ~1,500
     tokens at once: without gradient checkpointing the first step's activations took the whole
