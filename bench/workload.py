@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from rft import data as datasets
-from rft import wordle
+from rft.tasks import wordle
 from rft.config import BUNDLED_MODEL, DataConfig
 
 

@@ -100,16 +100,17 @@ def _eval_diff(args) -> int:
     return 0
 
 
-EVAL_TASKS = {"wordle": "rft.wordle.evaluate", "arithmetic": "rft.arithmetic.evaluate", "run": "rft.held_out"}
-
-
 def _eval(args, rest: list[str]) -> int:
-    if args.task not in EVAL_TASKS:
-        print(f"unknown evaluation task {args.task!r}; available: {', '.join(EVAL_TASKS)}", file=sys.stderr)
-        return 2
-    import importlib
+    from rft import held_out, tasks
 
-    return importlib.import_module(EVAL_TASKS[args.task]).main(rest)
+    if args.task == "run":
+        return held_out.main(rest)
+    task = tasks.task(args.task)
+    if task is None or task.evaluator is None:
+        evaluated = [name for name in tasks.built_in_names() if tasks.task(name).evaluator]
+        print(f"unknown evaluation task {args.task!r}; available: {', '.join(evaluated + ['run'])}", file=sys.stderr)
+        return 2
+    return task.evaluator.main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="warm start with supervised fine-tuning on demonstrations before GRPO (default: the "
                             "config's sft.enabled; the wordle and arithmetic presets turn it on)")
     train.add_argument("--report-to", nargs="*", metavar="TRACKER",
-                       help="mirror the run to experiment trackers: tensorboard, trackio (default: the config's report.to)")
+                       help="mirror the run to experiment trackers: tensorboard, trackio, wandb, mlflow "
+                            "(default: the config's report.to)")
     train.add_argument("--run-dir", help="the run directory (default: a new one under --runs-root)")
     train.add_argument("--runs-root", help="where new run directories go (default: ./runs or $RFT_RUNS_DIR)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,10 +1,12 @@
 """Compare policies on one prompt: generate from two of them with the same seed and sampling
-settings and score both sides with a run's reward functions; or put side by side what one run
-wrote for the same prompt at two training steps (from rollouts.jsonl, nothing generated).
+settings (for a run played in an environment, play its episodes) and score both sides with a run's
+reward functions; or put side by side what one run wrote for the same prompt at two training steps
+(from rollouts.jsonl, nothing generated).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ import torch
 
 from rft import data as datasets
 from rft.config import RunConfig, SamplingConfig
+from rft.environments.runtime import EnvironmentRuntime
 from rft.grpo.sampler import sample_group
 from rft.policies import Policy, PolicyCache
 from rft.rewards import RewardRuntime
@@ -140,19 +143,47 @@ def score(runtime: RewardRuntime, prompt_text: str, completions: list[str], exam
     return SideResult(title, completions, result.per_function, result.total, result.row_errors)
 
 
+def play(model, tokenizer, prompt: PromptChoice, config: RunConfig, settings: GenerationSettings, rewards,
+         environment, title: str) -> SideResult:
+    """`settings.num_completions` episodes from one prompt in the run's environment, scored as the run
+    scores them; each shown as its conversation."""
+    from rft.environments import episodes
+    from rft.monitoring import episode_transcript
+
+    sampling = SamplingConfig(num_generations=settings.num_completions, max_completion_length=settings.max_new_tokens,
+                              temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    torch.manual_seed(settings.seed)
+    batch = episodes.play(model, tokenizer, [prompt.messages], [prompt.example], sampling, config.environment,
+                          environment)
+    scored = episodes.score_episodes(rewards, batch.prompt_texts * len(batch.episodes), batch.episodes,
+                                     [prompt.example] * len(batch.episodes), environment.has_reward,
+                                     config.environment.reward_weight)
+    return SideResult(title, [episode_transcript(e.messages) for e in batch.episodes], scored.per_function,
+                      scored.totals, scored.row_errors)
+
+
 def compare_policies(cache: PolicyCache, policies: list[Policy], prompt: PromptChoice, config: RunConfig,
                      settings: GenerationSettings, on_side: Callable[[str], None] | None = None) -> list[SideResult]:
-    """Each policy's completions for `prompt`, scored with `config`'s reward functions;
-    `on_side(text)` hears which side is being generated."""
+    """Each policy's completions for `prompt` (its episodes, for a run played in an environment),
+    scored with `config`'s reward functions; `on_side(text)` hears which side is being generated."""
     problems = settings.problems()
     if problems:
         raise CompareError("; ".join(problems))
     results = []
-    with RewardRuntime(config.rewards.source, config.rewards.weights, config.rewards.timeout_s) as runtime:
+    with contextlib.ExitStack() as stack:
+        runtime = stack.enter_context(RewardRuntime(config.rewards.source, config.rewards.weights,
+                                                    config.rewards.timeout_s))
+        environment = None
+        if config.environment.enabled:
+            environment = stack.enter_context(EnvironmentRuntime(
+                config.environment.source, config.environment.class_name, config.environment.timeout_s))
         for index, policy in enumerate(policies):
             if on_side is not None:
                 on_side(f"policy {chr(ord('A') + index)} ({policy.label})")
             model, tokenizer = cache.load(policy)
+            if environment is not None:
+                results.append(play(model, tokenizer, prompt, config, settings, runtime, environment, policy.label))
+                continue
             completions = generate(model, tokenizer, prompt.messages, settings)
             prompt_text = datasets.render_prompt(tokenizer, prompt.messages)
             results.append(score(runtime, prompt_text, completions, prompt.example, policy.label))
@@ -194,7 +225,12 @@ def rollouts_at_step(run_dir: str | Path, step: int, prompt_text: str) -> SideRe
         raise CompareError(f"this prompt was not rolled out at step {step}")
     completions, totals, scores = [], [], {}
     for group in groups:
-        completions += group["completions"]
+        if group.get("episodes"):
+            from rft.monitoring import episode_transcript
+
+            completions += [episode_transcript(episode["messages"]) for episode in group["episodes"]]
+        else:
+            completions += group["completions"]
         totals.extend(math.nan if total is None else total for total in group["total"])
         for name, values in group["rewards"].items():
             scores.setdefault(name, []).extend(math.nan if value is None else value for value in values)

@@ -160,7 +160,7 @@ class EnvironmentConfig:
         return bool(self.source.strip())
 
 
-TRACKERS = ("tensorboard", "trackio")
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")
 
 
 @dataclass

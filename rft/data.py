@@ -13,7 +13,6 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -31,81 +30,22 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message says what is wrong and how to fix it."""
 
 
-def _wordle_rows() -> list[dict]:
-    from rft.wordle.dataset import training_rows
-
-    return training_rows()
-
-
-def _wordle_game_rows() -> list[dict]:
-    from rft.wordle.dataset import game_rows
-
-    return game_rows()
-
-
-def _arithmetic_rows() -> list[dict]:
-    from rft.arithmetic.problems import training_rows
-
-    return training_rows()
-
-
-def _arithmetic_tool_rows() -> list[dict]:
-    from rft.arithmetic.problems import make_tool_row, training_rows
-
-    return [make_tool_row(row["expression"]) for row in training_rows()]
-
-
-PRESETS: dict[str, Callable[[], list[dict]]] = {"wordle": _wordle_rows, "wordle-game": _wordle_game_rows,
-                                               "arithmetic": _arithmetic_rows, "arithmetic-tools": _arithmetic_tool_rows}
-
-
-def _wordle_held_out_rows(count: int) -> list[dict]:
-    from rft.wordle.dataset import held_out_rows
-
-    return held_out_rows(count)
-
-
-def _wordle_game_held_out_rows(count: int) -> list[dict]:
-    from rft.wordle.dataset import held_out_game_rows
-
-    return held_out_game_rows(count)
-
-
-def _arithmetic_held_out_rows(count: int) -> list[dict]:
-    from rft.arithmetic.evaluate import evaluation_problems
-    from rft.arithmetic.problems import make_row
-
-    return [make_row(expression) for expression in evaluation_problems(count, seed=0)]
-
-
-def _arithmetic_tool_held_out_rows(count: int) -> list[dict]:
-    from rft.arithmetic.evaluate import evaluation_problems
-    from rft.arithmetic.problems import make_tool_row
-
-    return [make_tool_row(expression) for expression in evaluation_problems(count, seed=0)]
-
-
-# A task preset's held-out rows come from the items its own evaluator uses (never in its training
-# rows), so the run's periodic evaluation and `python -m rft eval TASK` see the same problems.
-HELD_OUT_PRESETS: dict[str, Callable[[int], list[dict]]] = {"wordle": _wordle_held_out_rows,
-                                                           "wordle-game": _wordle_game_held_out_rows,
-                                                           "arithmetic": _arithmetic_held_out_rows,
-                                                           "arithmetic-tools": _arithmetic_tool_held_out_rows}
 HELD_OUT_SEED = 20250103  # a dataset file's held-out rows: fixed, so every run of a file holds out the same
 
 
 def preset_names() -> list[str]:
     """The built-in datasets the Train tab offers: the project's tasks, then a few of reasoning-gym's
     (any of its tasks works as `rg:<name>` in a config)."""
-    from rft import task_library
+    from rft import tasks
+    from rft.tasks.reasoning_gym import SHOWN_TASKS
 
-    return list(PRESETS) + [task_library.PREFIX + name for name in task_library.SHOWN_TASKS]
+    return tasks.built_in_names() + [tasks.LIBRARY_PREFIX + name for name in SHOWN_TASKS]
 
 
 def is_known_preset(preset: str | None) -> bool:
-    from rft import task_library
+    from rft import tasks
 
-    return preset in PRESETS or task_library.is_library_task(preset)
+    return tasks.task(preset) is not None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -304,8 +244,9 @@ def load_held_out_rows(data: DataConfig) -> list[dict]:
 
 
 def _training_and_held_out(data: DataConfig) -> tuple[list[dict], list[dict]]:
-    from rft import task_library
+    from rft import tasks
 
+    task = tasks.task(data.preset) if not data.path else None
     if data.path:
         rows = read_dataset(data)
         if data.eval_size >= len(rows):
@@ -314,18 +255,16 @@ def _training_and_held_out(data: DataConfig) -> tuple[list[dict], list[dict]]:
         held_out_at = set(random.Random(HELD_OUT_SEED).sample(range(len(rows)), data.eval_size))
         held_out = [row for index, row in enumerate(rows) if index in held_out_at]
         rows = [row for index, row in enumerate(rows) if index not in held_out_at]
-    elif data.preset in PRESETS:
-        rows = validate_rows(PRESETS[data.preset](), "prompt", f"preset {data.preset!r}")
-        held_out = HELD_OUT_PRESETS[data.preset](data.eval_size) if data.eval_size else []
-    elif task_library.is_library_task(data.preset):
+    elif task is not None:
+        # A task's held-out rows are its own held-out items (its evaluator's), never among its training rows.
         try:
-            rows = task_library.training_rows(data.preset, data.task_size, data.task_seed)
-            held_out = task_library.held_out_rows(data.preset, data.eval_size) if data.eval_size else []
-        except task_library.UnknownTask as exc:
+            rows = validate_rows(task.rows(data), "prompt", f"preset {data.preset!r}")
+            held_out = task.held_out_rows(data, data.eval_size) if data.eval_size else []
+        except tasks.UnknownTask as exc:
             raise DatasetError(f"data.preset: {exc}") from None
     else:
-        raise DatasetError(f"data.preset: unknown preset {data.preset!r}; choose one of {', '.join(PRESETS)}, "
-                           f"or a reasoning-gym task as rg:<task> (e.g. rg:chain_sum).")
+        raise DatasetError(f"data.preset: unknown preset {data.preset!r}; choose one of "
+                           f"{', '.join(tasks.built_in_names())}, or a reasoning-gym task as rg:<task> (e.g. rg:chain_sum).")
     return (rows[: data.limit] if data.limit else rows), held_out
 
 
@@ -348,11 +287,13 @@ def example_of(row: dict, data: DataConfig) -> dict:
     return {k: v for k, v in row.items() if k != data.prompt_column}
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the model sees; a final assistant message is continued, not closed."""
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The prompt text the model sees; a final assistant message is continued, not closed. `tools`
+    (JSON schemas, an environment's) are rendered by the chat template."""
     continues = messages[-1]["role"] == "assistant"
     return tokenizer.apply_chat_template(
         messages,
+        tools=tools,
         tokenize=False,
         add_generation_prompt=not continues,
         continue_final_message=continues,

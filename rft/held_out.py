@@ -79,25 +79,18 @@ def _answer_and_score(model, tokenizer, config: RunConfig, rows: list[dict], rew
         prompts = [datasets.render_prompt(tokenizer, m) for m in messages]
         completions = generate_continuations(model, tokenizer, prompts, config.sampling.max_completion_length)
         completion_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in completions]
+        scores = rewards.score(prompts, completions, examples, completion_ids)
+        per_function, totals = scores.per_function, scores.total
     else:
         from rft.environments import episodes
 
         greedy = dataclasses.replace(config.sampling, num_generations=1, temperature=0.0)
-        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment,
-                              lambda m: datasets.render_prompt(tokenizer, m))
-        played, prompts, messages = batch.episodes, batch.prompt_texts, batch.prompt_messages
+        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment)
+        played, messages = batch.episodes, batch.prompt_messages
         completions = [episode.replies[-1] if episode.replies else "" for episode in played]
-        completion_ids = [[t for t, m in zip(e.token_ids, e.model_mask) if m] for e in played]
-        examples = [dict(example, episode=episode.summary()) for example, episode in zip(examples, played)]
-    scores = rewards.score(prompts, completions, examples, completion_ids)
-    per_function = scores.per_function
-    if played is not None:
-        per_function = episodes.with_episode_outcomes(per_function, played, environment.has_reward)
-        weights = {**rewards.weights, ENVIRONMENT_REWARD: config.environment.reward_weight}
-        totals = [total_of({name: values[index] for name, values in per_function.items()}, weights)
-                  for index in range(len(rows))]
-    else:
-        totals = scores.total
+        scored = episodes.score_episodes(rewards, batch.prompt_texts, played, examples, environment.has_reward,
+                                         config.environment.reward_weight)
+        per_function, totals = scored.per_function, scored.totals
     details = []
     for index, (message_list, completion) in enumerate(zip(messages, completions)):
         detail = {"prompt": datasets.prompt_text_for_display(message_list), "completion": completion,
@@ -106,12 +99,6 @@ def _answer_and_score(model, tokenizer, config: RunConfig, rows: list[dict], rew
             detail["episode"] = played[index].summary()
         details.append(detail)
     return details
-
-
-def total_of(scores: dict[str, float], weights: dict[str, float]) -> float:
-    """The weighted sum of the present scores; NaN when none is present (as rft.grpo.loss.total_rewards)."""
-    present = {name: value for name, value in scores.items() if not math.isnan(value)}
-    return sum(weights.get(name, 1.0) * value for name, value in present.items()) if present else math.nan
 
 
 def function_summary(values: Sequence[float]) -> dict:

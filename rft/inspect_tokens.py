@@ -48,7 +48,7 @@ from rft.policies import Policy, PolicyCache, checkpoint_policy, start_policy
 from rft.runs import list_checkpoints, read_config, read_rollouts, rollout_steps
 
 TOKEN_COLUMNS = ["position", "token", "p_sampled", "p_updated", "p_ref", "ratio", "loss_ratio", "clipped", "gate",
-                 "entropy", "trained", "kl", "contribution", "push"]
+                 "entropy", "trained", "environment", "kl", "contribution", "push"]
 
 
 class InspectError(ValueError):

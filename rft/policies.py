@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from rft.config import BUNDLED_MODEL
+from rft.config import BUNDLED_MODEL, ConfigError
 from rft.models import load_for_inference
 from rft.runs import checkpoint_path, list_checkpoints, read_config, run_dir_for, sft_adapter_path
 
@@ -101,6 +101,18 @@ def policy_choices(runs_root: str | Path, run_ids: list[str]) -> list[tuple[str,
     if BUNDLED_MODEL not in seen_models:  # playable before any run exists
         bases.append((f"base model · {BUNDLED_MODEL}", f"{BUNDLED_MODEL}@{MODEL_CHOICE}"))
     return bases + checkpoints
+
+
+def trained_in_environment(runs_root: str | Path, key: str | None) -> bool:
+    """Whether the policy a picker's key names comes from a run played in an environment (multi-turn),
+    so that it expects whole conversations rather than the task's single prompts."""
+    run_id, sep, which = (key or "").rpartition("@")
+    if not sep or which == MODEL_CHOICE:
+        return False
+    try:
+        return read_config(run_dir_for(runs_root, run_id)).environment.enabled
+    except (ValueError, OSError, ConfigError):
+        return False
 
 
 def resolve_policy(runs_root: str | Path, key: str | None) -> Policy:

@@ -5,8 +5,8 @@ writes a well-formed answer gives it nothing to compare. A few minutes of superv
 on demonstrations in the task's exact format fixes that, and GRPO then continues from the
 warm-started adapter (which is also its KL reference).
 
-A demonstration is the completion for one dataset row: built-in presets have a generator
-(`DEMONSTRATIONS`), a dataset file supplies a `completion` column. The loss covers only the
+A demonstration is the completion for one dataset row: a task makes its own (rft.tasks, its
+`demonstration`), a dataset file supplies a `completion` column. The loss covers only the
 demonstration's tokens (and the end-of-turn token after it), never the prompt's. For a task played
 in an environment, a demonstration is a whole conversation (the solver's game): the loss covers
 the assistant's turns only, laid out as the episodes GRPO then trains on (rft.environments).
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from rft import data as datasets
-from rft import models, prefix_cache
+from rft import models, prefix_cache, tasks
 from rft.config import DataConfig, RunConfig
 from rft.distributed import Processes
 from rft.environments.episodes import TurnRenderer, assistant_prefix
@@ -41,44 +41,7 @@ class StopRequested(Exception):
     """A graceful stop was requested during the warm start; nothing of it is kept."""
 
 
-# (dataset row, the model's tokenizer) -> the completion to learn, or the conversation after the
-# prompt ({"role": "assistant" | "user" | "tool", "content"} messages) for an environment's task
-Demonstrate = Callable[[dict, object], str | list[dict]]
-
-
-def _wordle_demonstration(row: dict, tokenizer) -> str:
-    from rft.wordle.demonstrations import demonstration_for_row
-
-    return demonstration_for_row(row, tokenizer)
-
-
-def _wordle_game_demonstration(row: dict, tokenizer) -> list[dict]:
-    from rft.wordle.demonstrations import game_demonstration
-
-    return game_demonstration(row, tokenizer)
-
-
-def _arithmetic_demonstration(row: dict, tokenizer) -> str:
-    from rft.arithmetic.problems import demonstration_for_row
-
-    return demonstration_for_row(row)
-
-
-def _arithmetic_tool_demonstration(row: dict, tokenizer) -> list[dict]:
-    from rft.arithmetic.problems import tool_demonstration
-
-    return tool_demonstration(row)
-
-
-DEMONSTRATIONS: dict[str, Demonstrate] = {
-    "wordle": _wordle_demonstration,
-    "wordle-game": _wordle_game_demonstration,
-    "arithmetic": _arithmetic_demonstration,
-    "arithmetic-tools": _arithmetic_tool_demonstration,
-}
-
-
-def demonstration_source(data: DataConfig, rows: list[dict]) -> Demonstrate:
+def demonstration_source(data: DataConfig, rows: list[dict]) -> tasks.Demonstrate:
     """How to get the demonstration of a row for this dataset; DatasetError when there is none."""
     if data.path:
         if rows and all(isinstance(row.get(COMPLETION_COLUMN), str) for row in rows):
@@ -87,16 +50,14 @@ def demonstration_source(data: DataConfig, rows: list[dict]) -> Demonstrate:
             f"sft: the SFT warm start needs a demonstration per row; add a {COMPLETION_COLUMN!r} column "
             "(the text the model should write after the prompt) to the dataset file, or turn SFT off."
         )
-    from rft import task_library
-
-    if task_library.is_library_task(data.preset):
-        return task_library.demonstration
-    if data.preset not in DEMONSTRATIONS:
+    task = tasks.task(data.preset)
+    if task is None or task.demonstration is None:
+        with_demonstrations = [name for name in tasks.built_in_names() if tasks.task(name).demonstration]
         raise datasets.DatasetError(
-            f"sft: preset {data.preset!r} has no demonstrations; SFT works with {', '.join(DEMONSTRATIONS)} "
-            f"or a dataset file with a {COMPLETION_COLUMN!r} column."
+            f"sft: preset {data.preset!r} has no demonstrations; SFT works with {', '.join(with_demonstrations)}, "
+            f"a reasoning-gym task (rg:...) or a dataset file with a {COMPLETION_COLUMN!r} column."
         )
-    return DEMONSTRATIONS[data.preset]
+    return task.demonstration
 
 
 @dataclass
@@ -143,14 +104,17 @@ def conversation_tokens(renderer: TurnRenderer, conversation: list[dict], prefix
     """A demonstrated conversation after the prompt as an episode's tokens and model mask: each
     assistant turn learnt (with its end-of-turn token), every other message context only."""
     eos = renderer.tokenizer.eos_token_id
-    ids, mask = [], []
-    for message in conversation:
-        if message["role"] == "assistant":
+    ids, mask, answers = [], [], []
+    for message in conversation + [{"role": "assistant", "content": None}]:
+        if message["role"] != "assistant":
+            answers.append(message)  # consecutive environment messages render together, as in an episode
+            continue
+        if answers:
+            turn = renderer.message_ids(answers, eos, prefix)
+            ids, mask, answers = ids + turn, mask + [0] * len(turn), []
+        if message["content"] is not None:
             turn = renderer.tokenizer(message["content"], add_special_tokens=False).input_ids + [eos]
             ids, mask = ids + turn, mask + [1] * len(turn)
-        else:
-            turn = renderer.message_ids(message, eos, prefix)
-            ids, mask = ids + turn, mask + [0] * len(turn)
     return ids, mask
 
 

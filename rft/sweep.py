@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from rft import tasks
 from rft.config import ConfigError, RunConfig
 from rft.stats import difference_interval, paired_difference, wilson_interval
 
@@ -54,26 +55,18 @@ def parse_grid(assignments: list[str]) -> list[SweepPoint]:
     return [SweepPoint(dict(combination)) for combination in itertools.product(*axes)]
 
 
-def headline(task: str, summary: dict) -> tuple[str, list[bool], bool]:
-    """The rate a task's evaluation is judged by: (name, one outcome per item, whether the items are
-    the same for every model). Arithmetic's problems are fixed; Wordle's turns depend on the guesses."""
-    if task == "arithmetic":
-        return "accuracy", [d["rewards"]["correct_answer"] == 1.0 for d in summary["details"]], True
-    turns = [turn for game in summary["details"] for turn in game["turns"]]
-    return "valid guesses", [not turn["invalid"] for turn in turns], False
-
-
 def run_sweep(base: RunConfig, points: list[SweepPoint], runs_root: str | Path, name: str, eval_count: int,
               eval_seed: int = 0, eval_max_new_tokens: int | None = None, progress: bool = True) -> dict:
     """Train and evaluate every point; returns the sweep's record (also written next to the runs)."""
-    from rft.evaluation import BASE_CHOICE, SFT_CHOICE, TASKS, checkpoint_choices
+    from rft.evaluation import BASE_CHOICE, SFT_CHOICE, checkpoint_choices
     from rft.grpo.trainer import train
     from rft.runs import new_run_id, run_dir_for
 
     task = base.data.preset if not base.data.path else None
-    if task not in TASKS:
+    if task is None or tasks.task(task) is None or tasks.task(task).evaluator is None:
+        evaluated = [name for name in tasks.built_in_names() if tasks.task(name).evaluator]
         raise ConfigError([f"data: a sweep evaluates on a task's held-out items; only the "
-                           f"{', '.join(TASKS)} presets have an evaluator"])
+                           f"{', '.join(evaluated)} presets have an evaluator"])
     configs = [base.with_overrides([f"{key}={json.dumps(value)}" for key, value in point.overrides.items()])
                for point in points]
     for config in configs:
@@ -104,20 +97,20 @@ def run_sweep(base: RunConfig, points: list[SweepPoint], runs_root: str | Path, 
 
 def _evaluated_row(label: str, choice: str, run_dir: Path, task: str, count: int, seed: int,
                    max_new_tokens: int | None) -> dict:
-    from rft.evaluation import TASKS, adapter_for
+    from rft.evaluation import adapter_for
     from rft.models import load_for_inference
     from rft.runs import read_config
 
     adapter = adapter_for(run_dir, choice)
     model, tokenizer = load_for_inference(read_config(run_dir).model.name_or_path,
                                           adapter=str(adapter) if adapter else None)
-    summary = TASKS[task].evaluate(model, tokenizer, count, seed, max_new_tokens)
-    return summary_row(label, choice, task, summary)
+    evaluator = tasks.task(task).evaluator
+    return summary_row(label, choice, evaluator, evaluator.evaluate(model, tokenizer, count, seed, max_new_tokens))
 
 
-def summary_row(label: str, checkpoint: str, task: str, summary: dict) -> dict:
+def summary_row(label: str, checkpoint: str, evaluator: tasks.Evaluator, summary: dict) -> dict:
     """One row of a table: an evaluation summary's headline rate, its interval and its outcomes."""
-    metric, outcomes, paired = headline(task, summary)
+    metric, outcomes, paired = evaluator.headline(summary)
     successes, trials = sum(outcomes), len(outcomes)
     low, high = wilson_interval(successes, trials)
     return {"point": label, "checkpoint": checkpoint, "metric": metric, "successes": successes, "trials": trials,
@@ -138,7 +131,7 @@ def compare_evaluation_files(paths: list[str | Path]) -> str:
         if task == "arithmetic" and rows and [d["expression"] for d in summary["details"]] != rows[0]["items"]:
             raise ValueError(f"{path}: other problems than {paths[0]} (use the same --problems and --seed)")
         label = Path(path).stem
-        row = summary_row(label, summary.get("adapter") or "base model", task, summary)
+        row = summary_row(label, summary.get("adapter") or "base model", tasks.task(task).evaluator, summary)
         row.update(task=task, items=[d.get("expression") for d in summary["details"]])
         rows.append(row)
     return format_table(rows)

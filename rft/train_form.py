@@ -7,6 +7,7 @@ same list that `config_from_values` applies, and the help text sits next to the 
 
 from __future__ import annotations
 
+import functools
 import math
 import shlex
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from rft import data as datasets
-from rft import presets, sft
+from rft import sft, tasks
 from rft.config import (IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, LR_SCHEDULERS, MULTI_OBJECTIVE_AGGREGATIONS,
                         SCALE_REWARDS, TRACKERS, ConfigError, DataConfig, RunConfig)
 
@@ -323,8 +324,9 @@ class DatasetPreview:
     has_demonstrations: bool = False  # an SFT warm start can run on it
 
 
-def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPreview:
-    """The first rows of a dataset and whether it is usable; never raises for a bad dataset."""
+def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS, model: str | None = None) -> DatasetPreview:
+    """The first rows of a dataset and whether it is usable; never raises for a bad dataset. With a
+    model, each prompt is shown as that model sees it (its chat template) with its length in tokens."""
     try:
         rows = datasets.load_rows(data)
     except datasets.DatasetError as exc:
@@ -336,8 +338,36 @@ def preview_dataset(data: DataConfig, count: int = PREVIEW_ROWS) -> DatasetPrevi
     passed = sorted({key for row in rows[:count] for key in datasets.example_of(row, data)})
     message = (f"{source}: {len(rows):,} rows, columns: {', '.join(columns)}. The prompt is {data.prompt_column!r}; "
                f"reward functions receive {', '.join(passed) or 'no other column'} as example.")
-    return DatasetPreview(rows[:count], datasets.preview_frame(rows, data, count), message,
-                          has_demonstrations(data, rows))
+    frame = datasets.preview_frame(rows, data, count)
+    if model:
+        message += " " + _show_as_the_model_sees(frame, rows[:count], data, model)
+    return DatasetPreview(rows[:count], frame, message, has_demonstrations(data, rows))
+
+
+def _show_as_the_model_sees(frame: pd.DataFrame, rows: list[dict], data: DataConfig, model: str) -> str:
+    """Replaces the frame's prompts with their rendering by the model's chat template and adds their
+    token counts; returns what the message should add (over-long prompts, or why it could not)."""
+    try:
+        tokenizer = _tokenizer(model)
+        texts = [datasets.render_prompt(tokenizer, datasets.to_messages(row, data)) for row in rows]
+    except Exception as exc:  # a model without a tokenizer or a chat template: the plain preview stays
+        return f"(The prompts are shown as messages: {model}'s chat template could not render them: {exc})"
+    counts = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
+    frame["prompt"] = texts
+    frame.insert(1, "tokens", counts)
+    over = sum(count > data.max_prompt_length for count in counts)
+    shown = "Prompts are shown as the model sees them (its chat template), with their length in tokens."
+    if over:
+        shown += (f" {over} of these {len(counts)} are over data.max_prompt_length={data.max_prompt_length} "
+                  "and would be left out: raise Max prompt tokens.")
+    return shown
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str):
+    from rft import models
+
+    return models.load_tokenizer(model)
 
 
 def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
@@ -350,20 +380,17 @@ def has_demonstrations(data: DataConfig, rows: list[dict]) -> bool:
 
 
 def recipe_for(dataset_choice: str) -> RunConfig | None:
-    """The recipe (reward code and hyperparameters) made for a built-in dataset, when it has one."""
-    from rft import task_library
-
-    if dataset_choice in presets.PRESETS or task_library.is_library_task(dataset_choice):
-        return presets.preset_config(dataset_choice)
-    return None
+    """The recipe (reward code, environment and hyperparameters) of a built-in dataset's task."""
+    task = tasks.task(dataset_choice)
+    return task.recipe() if task is not None else None
 
 
 def is_untouched_recipe_code(source: str) -> bool:
     """Whether reward code is exactly some recipe's own, unedited: it belongs to that recipe's
     dataset, so choosing another dataset may replace it without losing anything the user wrote."""
-    from rft import task_library
+    from rft.tasks import reasoning_gym
 
-    recipes = [make().rewards.source for make in presets.PRESETS.values()] + [task_library.reward_source()]
+    recipes = [make().rewards.source for make in tasks.recipes().values()] + [reasoning_gym.reward_source()]
     return any(source.strip() == recipe.strip() for recipe in recipes)
 
 
@@ -449,48 +476,45 @@ def try_rewards(source: str, weights: dict[str, float], rows: list[dict], data: 
 
 
 def try_episode(config: RunConfig, row: dict) -> tuple[dict | None, str, str]:
-    """One episode of the configured environment with the configured model, on a preview row,
-    scored by the reward code: (the episode's summary, its prompt, its scores), a message and its
-    kind. Sampled at the configured temperature, so Try again plays another episode."""
+    """One episode of the configured environment with the configured model, on a preview row, scored
+    as a run scores it: (the episode's summary with its prompt and scores), a message and its kind.
+    Sampled at the configured temperature, so playing again plays another episode."""
+    import contextlib
     import dataclasses
 
-    from rft import models, rewards
+    from rft import models
     from rft.environments import episodes
     from rft.environments.runtime import EnvironmentCodeError, EnvironmentRuntime
+    from rft.rewards import RewardCodeError, RewardRuntime
 
     if not config.environment.enabled:
         return None, "Write an environment first (or choose Environment episodes).", "error"
-    try:
-        environment = EnvironmentRuntime(config.environment.source, config.environment.class_name,
-                                         config.environment.timeout_s)
-    except EnvironmentCodeError as exc:
-        return None, f"The environment cannot run: {exc}", "error"
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            environment = stack.enter_context(EnvironmentRuntime(
+                config.environment.source, config.environment.class_name, config.environment.timeout_s))
+            rewards = stack.enter_context(RewardRuntime(config.rewards.source, config.rewards.weights,
+                                                        config.rewards.timeout_s))
+        except (EnvironmentCodeError, RewardCodeError) as exc:
+            return None, f"Cannot play: {exc}", "error"
         model, tokenizer = models.load_for_inference(config.model.name_or_path, config.model.adapter,
                                                      config.model.device)
-        messages = datasets.to_messages(row, config.data)
         example = datasets.example_of(row, config.data)
         one = dataclasses.replace(config.sampling, num_generations=1)
-        batch = episodes.play(model, tokenizer, [messages], [example], one, config.environment, environment,
-                              lambda m: datasets.render_prompt(tokenizer, m))
+        batch = episodes.play(model, tokenizer, [datasets.to_messages(row, config.data)], [example], one,
+                              config.environment, environment)
         episode = batch.episodes[0]
-        _, scores = rewards.preview(config.rewards.source, [batch.prompt_texts[0]],
-                                    [episode.replies[-1] if episode.replies else ""],
-                                    [dict(example, episode=episode.summary())], config.rewards.weights or None,
-                                    config.rewards.timeout_s)
-        per_function = {} if scores is None else scores.per_function
-        per_function = episodes.with_episode_outcomes(per_function, [episode], environment.has_reward)
-    finally:
-        environment.close()
+        scored = episodes.score_episodes(rewards, batch.prompt_texts, [episode], [example], environment.has_reward,
+                                         config.environment.reward_weight)
     played = {**episode.summary(), "prompt": datasets.prompt_text_for_display(batch.prompt_messages[0]),
-              "rewards": {name: values[0] for name, values in per_function.items()}}
+              "rewards": {name: values[0] for name, values in scored.per_function.items()}}
     if episode.problem:
         return played, f"The environment failed, so the episode would be scored as missing: {episode.problem}", "error"
     ending = "cut by a limit (truncated)" if episode.truncated else "ended by the environment"
     message = (f"{episode.turns} turn(s), {sum(episode.model_mask)} model tokens, {ending}; generated in "
                f"{batch.generate_seconds:.1f} s, the environment took {batch.environment_seconds:.2f} s.")
-    if scores is None:
-        return played, message + " The reward code cannot run, so only the environment scored it.", "warn"
+    if scored.row_errors[0]:
+        return played, f"{message}\nA reward function failed on it: {scored.row_errors[0]}", "warn"
     return played, message, "ok"
 
 

@@ -92,8 +92,9 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def set_code(page, source: str) -> None:
-    editor = page.locator("#reward-code .cm-content")
+def set_code(page, source: str, editor_id: str = "reward-code") -> None:
+    """Replaces the code in a code editor (the reward code's, or another's), as a user types it."""
+    editor = page.locator(f"#{editor_id} .cm-content")
     editor.click()
     page.keyboard.press("Control+A")
     page.keyboard.press("Delete")

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from rft.arithmetic.evaluate import evaluate, evaluation_problems, format_report, main
-from rft.arithmetic.problems import (
+from rft.tasks.arithmetic.evaluate import evaluate, evaluation_problems, format_report, main
+from rft.tasks.arithmetic.problems import (
     demonstration,
     held_out_problems,
     make_row,
@@ -14,7 +14,7 @@ from rft.arithmetic.problems import (
     training_rows,
     worked_steps,
 )
-from rft.arithmetic.rewards import answer_format, correct_answer, format_progress
+from rft.tasks.arithmetic.rewards import answer_format, correct_answer, format_progress
 from rft.models import load_for_inference
 
 
@@ -81,7 +81,7 @@ def test_format_progress_pays_each_part_of_the_format(completion, progress):
 
 def test_the_reward_file_runs_on_its_own_in_the_reward_runtime():
     from rft import rewards
-    from rft.arithmetic import reward_source
+    from rft.tasks.arithmetic import reward_source
 
     check = rewards.check(reward_source())
     assert check.ok and set(check.function_names) == {"answer_format", "format_progress", "correct_answer"}

@@ -157,8 +157,7 @@ def play_two_turns(model, tokenizer, config: RunConfig, rows: list[dict]):
     messages = [datasets.to_messages(row, config.data) for row in rows]
     examples = [datasets.example_of(row, config.data) for row in rows]
     with EnvironmentRuntime(config.environment.source) as runtime:
-        return episodes.play(model, tokenizer, messages, examples, config.sampling, config.environment, runtime,
-                             lambda m: datasets.render_prompt(tokenizer, m))
+        return episodes.play(model, tokenizer, messages, examples, config.sampling, config.environment, runtime)
 
 
 def test_episode_tokens_are_the_chat_template_rendering_of_the_whole_conversation(stopping_model_dir, topics_file):
@@ -382,3 +381,21 @@ def test_turns_continue_the_kept_cache_as_a_fresh_generation_from_the_whole_conv
             assert fresh.tolist()[:end - start] == episode.token_ids[start:end]
             checked += 1
     assert checked > len(batch.episodes), "some episodes should have had a second turn"
+
+
+def test_compare_plays_each_policys_episodes_with_the_same_seed(tmp_path, stopping_model_dir, topics_file):
+    from rft.compare import GenerationSettings, compare_policies, dataset_prompts, rollouts_at_step
+    from rft.policies import Policy, PolicyCache
+
+    config = env_config(stopping_model_dir, topics_file, set=["schedule.max_steps=1", "schedule.save_every=1"])
+    run_dir = train(config, tmp_path / "run", progress=False)
+    prompt = dataset_prompts(config)[0]
+    base = Policy(str(stopping_model_dir), None, "base")
+    settings = GenerationSettings(num_completions=3, max_new_tokens=16, seed=7)
+    first, again = compare_policies(PolicyCache(), [base, base], prompt, config, settings)
+    assert first.completions == again.completions and len(first.completions) == 3
+    assert all(text.startswith("[model] ") for text in first.completions)
+    assert set(first.scores) == {"turns", "environment"}
+    assert [s == s for s in first.totals] == [True] * 3  # every episode scored
+    stored = rollouts_at_step(run_dir, 1, read_rollouts(run_dir, 1)["groups"][0]["prompt_text"])
+    assert all(text.startswith("[model] ") for text in stored.completions)

@@ -33,14 +33,14 @@ def test_a_file_holds_out_a_fixed_set_of_rows_that_training_never_sees(prompts_f
 
 
 def test_a_task_preset_holds_out_its_evaluator_items():
-    from rft.arithmetic.evaluate import evaluation_problems
+    from rft.tasks.arithmetic.evaluate import evaluation_problems
 
     rows = datasets.load_held_out_rows(DataConfig(preset="arithmetic", eval_size=5))
     assert [row["expression"] for row in rows] == evaluation_problems(5, seed=0)
     training = {row["expression"] for row in datasets.load_rows(DataConfig(preset="arithmetic", eval_size=5))}
     assert not training & {row["expression"] for row in rows}
     wordle = datasets.load_held_out_rows(DataConfig(preset="wordle", eval_size=12))
-    from rft.wordle.dataset import held_out_secrets
+    from rft.tasks.wordle.dataset import held_out_secrets
 
     assert len(wordle) == 12 and {row["secret"] for row in wordle} <= set(held_out_secrets())
 

@@ -7,7 +7,7 @@ from rft import jobs
 from rft.config import DataConfig, ModelConfig, RewardsConfig, RunConfig
 from rft.rewards import missing_example_keys
 from rft.train_form import missing_key_warnings, try_rewards
-from rft.wordle import reward_source as wordle_reward_source
+from rft.tasks.wordle import reward_source as wordle_reward_source
 
 READS_SECRET = (
     "def needs_secret(prompt, completion, example):\n"

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rft import models
-from rft.arithmetic import reward_source
+from rft.tasks.arithmetic import reward_source
 from rft.config import DataConfig, ModelConfig, OptimConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig
-from rft.arithmetic.problems import demonstration_for_row
+from rft.tasks.arithmetic.problems import demonstration_for_row
 from rft.data import DatasetError, load_rows
 from rft.grpo.trainer import Trainer, train
 from rft.runs import RunWriter, list_checkpoints, read_metrics, read_sft_metrics, read_status, sft_adapter_path

@@ -5,7 +5,7 @@ import pytest
 
 from rft import evaluation
 from rft import train_form as form
-from rft.arithmetic import reward_source
+from rft.tasks.arithmetic import reward_source
 from rft.config import DataConfig, ModelConfig, RewardsConfig, RunConfig, SamplingConfig, ScheduleConfig, SFTConfig
 from rft.grpo.trainer import train
 from rft.monitoring import change_signature
@@ -49,7 +49,7 @@ def arithmetic_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_a_run_offers_its_base_model_warm_start_and_checkpoints(arithmetic_run):
-    assert evaluation.task_of(arithmetic_run) == "arithmetic"
+    assert evaluation.evaluator_of(arithmetic_run).unit == "problems"
     assert evaluation.checkpoint_choices(arithmetic_run) == ["base model", "SFT warm start", "step 1"]
     assert evaluation.adapter_for(arithmetic_run, "base model") is None
     assert evaluation.adapter_for(arithmetic_run, "SFT warm start") == arithmetic_run / "checkpoints" / "sft"
@@ -68,6 +68,6 @@ def test_evaluating_a_checkpoint_shows_the_cli_table_and_command(arithmetic_run)
 def test_a_run_on_a_dataset_file_without_held_out_rows_says_how_to_get_them(tmp_path):
     config = RunConfig(data=DataConfig(preset=None, path=str(tmp_path / "rows.jsonl")))
     RunWriter(tmp_path).create(config)
-    assert evaluation.task_of(tmp_path) is None and evaluation.evaluation_unit(tmp_path) == "held-out rows"
+    assert evaluation.evaluator_of(tmp_path) is None and evaluation.evaluation_unit(tmp_path) == "held-out rows"
     with pytest.raises(ValueError, match="data.eval_size"):
         evaluation.evaluate_checkpoint(tmp_path, "base model")

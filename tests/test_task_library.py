@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from rft import data, sft, task_library
+from rft import data, sft
+from rft.tasks import reasoning_gym
 from rft.config import DataConfig
 from rft.grpo.trainer import train
 from rft.presets import preset_config
@@ -39,7 +40,7 @@ def test_the_tasks_own_scorer_is_the_reward_and_the_demonstrations_score_full_ma
     completions = [demonstrate(row, None) for row in rows] + [" hmm</think>\n<answer>not a number</answer>", " no tags"]
     examples = [data.example_of(row, DataConfig(preset="rg:basic_arithmetic")) for row in rows] + \
         [data.example_of(rows[0], DataConfig(preset="rg:basic_arithmetic"))] * 2
-    runtime = RewardRuntime(task_library.reward_source())
+    runtime = RewardRuntime(reasoning_gym.reward_source())
     try:
         scores = runtime.score(["p"] * len(completions), completions, examples)
     finally:

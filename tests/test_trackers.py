@@ -3,6 +3,8 @@ each tracker's own reader; a tracker that cannot start is logged once and the ru
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rft.config import ConfigError
@@ -38,6 +40,35 @@ def test_a_run_mirrored_to_tensorboard_and_trackio(tmp_path, tiny_model_dir, pro
     assert logged == {step: pytest.approx(value) for step, value in zip(metrics["step"], metrics["reward"])}
     tables = [row["completions"] for row in logs if "completions" in row]
     assert len(tables) == 3 and len(tables[0]["_value"]) == 4  # one prompt x four completions a step
+
+
+def test_a_run_mirrored_to_wandb_offline_and_to_an_mlflow_file_store(tmp_path, tiny_model_dir, prompts_file,  # noqa: F811
+                                                                     monkeypatch):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: W&B is not set up, so it writes offline
+    config = tiny_config(tiny_model_dir, prompts_file, set=["report.to=[wandb, mlflow]", "report.project=tiny"])
+    run_dir = train(config, tmp_path / "run", progress=False)
+    metrics = read_metrics(run_dir)
+    assert "report: mirroring the run to wandb, mlflow" in (run_dir / "logs.txt").read_text()
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=(run_dir / "mlruns").as_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "reward")]
+    assert history == [(step, pytest.approx(value)) for step, value in zip(metrics["step"], metrics["reward"])]
+    assert run.data.params["grpo.loss_type"] == config.grpo.loss_type and run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "completions")] == [
+        f"completions/step-{step}.json" for step in (1, 2, 3)]
+
+    # W&B's offline run: its completions tables as JSON files, its history in the run's .wandb log.
+    [offline] = list((run_dir / "wandb").glob("offline-run-*"))
+    tables = sorted((offline / "files" / "media" / "table").glob("completions_*.table.json"))
+    table = json.loads(tables[0].read_text())
+    assert len(tables) == 3 and "completion" in table["columns"] and len(table["data"]) == 4
+    history_log = next(offline.glob("run-*.wandb")).read_bytes()
+    assert b"rewards/shorter_is_better/mean" in history_log and b"frac_reward_zero_std" in history_log
 
 
 def test_an_unknown_tracker_is_refused_and_a_failing_one_is_switched_off(tmp_path, tiny_model_dir, prompts_file,  # noqa: F811

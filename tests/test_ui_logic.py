@@ -138,6 +138,21 @@ def test_dataset_preview_reports_problems_instead_of_raising(tmp_path):
     assert failed.rows == [] and "no 'prompt' column" in failed.message
 
 
+def test_the_preview_shows_prompts_as_the_chosen_model_sees_them(tmp_path, tiny_model_dir):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n"
+                    + json.dumps({"question": "word " * 300, "answer": "long"}) + "\n")
+    data = DataConfig(preset=None, path=str(rows), prompt_column="question", max_prompt_length=64)
+    preview = form.preview_dataset(data, model=str(tiny_model_dir))
+    assert list(preview.frame.columns) == ["prompt", "tokens", "answer"]
+    first = preview.frame["prompt"][0]
+    assert first.startswith("<|im_start|>") and "What is 2 + 2?" in first and first.endswith("<|im_start|>assistant\n")
+    assert preview.frame["tokens"][0] < 64 < preview.frame["tokens"][1]
+    assert "1 of these 2 are over data.max_prompt_length=64" in preview.message
+    unusable = form.preview_dataset(data, model=str(tmp_path / "no-model-here"))
+    assert list(unusable.frame.columns) == ["prompt", "answer"] and "shown as messages" in unusable.message
+
+
 def test_built_in_datasets_have_recipes_and_untouched_recipe_code_is_recognised():
     arithmetic = form.recipe_for("arithmetic")
     assert arithmetic.data.preset == "arithmetic" and "def correct_answer" in arithmetic.rewards.source

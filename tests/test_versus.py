@@ -7,15 +7,15 @@ import random
 import pytest
 
 from rft.models import load_for_inference
-from rft.wordle.dataset import held_out_secrets
-from rft.wordle.play import Turn, play_turn
-from rft.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, random_secret, reasoning
+from rft.tasks.wordle.dataset import held_out_secrets
+from rft.tasks.wordle.play import Turn, play_turn
+from rft.tasks.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, random_secret, reasoning
 from ui.play_tab import board_html
 
 
 def model_turn(guess: str | None, secret: str) -> Turn:
     """A model turn as play_turn records it, without running a model."""
-    from rft.wordle.game import allowed_words, feedback
+    from rft.tasks.wordle.game import allowed_words, feedback
 
     valid = guess is not None and guess in allowed_words()
     return Turn("prompt", f" thinking </think>\n<guess> {guess} </guess>", guess,

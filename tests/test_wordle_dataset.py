@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rft.wordle.dataset import held_out_secrets, training_rows, training_secrets, write_jsonl
-from rft.wordle.game import answer_words, feedback
-from rft.wordle.prompts import SYSTEM_PROMPT, build_messages
-from rft.wordle.rewards import guess_value, output_format_check, uses_previous_feedback
+from rft.tasks.wordle.dataset import held_out_secrets, training_rows, training_secrets, write_jsonl
+from rft.tasks.wordle.game import answer_words, feedback
+from rft.tasks.wordle.prompts import SYSTEM_PROMPT, build_messages
+from rft.tasks.wordle.rewards import guess_value, output_format_check, uses_previous_feedback
 
 
 @pytest.fixture(scope="module")

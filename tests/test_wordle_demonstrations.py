@@ -5,16 +5,16 @@ import re
 
 import pytest
 
-from rft.wordle.dataset import training_rows
-from rft.wordle.demonstrations import (
+from rft.tasks.wordle.dataset import training_rows
+from rft.tasks.wordle.demonstrations import (
     demonstrated_guess,
     demonstration,
     demonstration_for_row,
     one_token_words,
     read_feedback,
 )
-from rft.wordle.game import candidates, solver_guess
-from rft.wordle.rewards import GUESS_PATTERN, guess_value, output_format_check, uses_previous_feedback
+from rft.tasks.wordle.game import candidates, solver_guess
+from rft.tasks.wordle.rewards import GUESS_PATTERN, guess_value, output_format_check, uses_previous_feedback
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 from rft import presets
 from rft.environments.runtime import EnvironmentRuntime
 from rft.rewards import RewardRuntime
-from rft.wordle import environment_source, game_reward_source
-from rft.wordle.dataset import game_rows, held_out_game_rows, held_out_secrets
-from rft.wordle.demonstrations import game_demonstration
-from rft.wordle.environment import WordleGame
+from rft.tasks.wordle import environment_source, game_reward_source
+from rft.tasks.wordle.dataset import game_rows, held_out_game_rows, held_out_secrets
+from rft.tasks.wordle.demonstrations import game_demonstration
+from rft.tasks.wordle.environment import WordleGame
 
 
 def row_for(secret: str) -> dict:
@@ -81,3 +81,33 @@ def test_the_wordle_game_preset_is_valid_and_plays_games():
     config = presets.preset_config("wordle-game").validate()
     assert config.environment.enabled and config.data.preset == "wordle-game"
     assert not math.isnan(config.environment.reward_weight)
+
+
+def test_a_whole_game_plays_as_one_conversation(tmp_path, bundled_model_dir):
+    import tiny_model
+
+    from rft import models
+    from rft.tasks.wordle.play import play_conversation
+
+    model_dir = tiny_model.build_tiny_model(tmp_path / "model", bundled_model_dir, stop_every=10)
+    model = models.load_base_model(models.ModelConfig(name_or_path=str(model_dir), device="cpu"))
+    tokenizer = models.load_tokenizer(str(model_dir))
+    secret = held_out_secrets(1)[0]
+    game = play_conversation(model, tokenizer, secret, max_new_tokens=24)
+    assert game.secret == secret and 1 <= game.num_guesses <= 6 and not game.won
+    assert all(turn.invalid for turn in game.turns)  # a random model writes no <guess> block
+    assert "Make a new 5-letter word guess." in game.turns[0].prompt_text
+
+
+def test_policies_of_environment_runs_are_known_as_such(tmp_path):
+    from rft.config import RunConfig
+    from rft.policies import trained_in_environment
+    from rft.runs import RunWriter
+
+    runs = tmp_path / "runs"
+    RunWriter(runs / "game-run").create(presets.preset_config("wordle-game"))
+    RunWriter(runs / "turn-run").create(RunConfig())
+    assert trained_in_environment(runs, "game-run@3") and trained_in_environment(runs, "game-run@sft")
+    assert not trained_in_environment(runs, "turn-run@3")
+    assert not trained_in_environment(runs, "bundled:SmolLM2-135M-Instruct@model")
+    assert not trained_in_environment(runs, "gone-run@1")

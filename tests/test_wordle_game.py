@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from rft.wordle.game import (
+from rft.tasks.wordle.game import (
     OPENER,
     allowed_words,
     answer_words,

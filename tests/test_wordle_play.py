@@ -8,9 +8,9 @@ import json
 import pytest
 
 from rft.models import load_for_inference
-from rft.wordle.evaluate import evaluate, evaluation_secrets, main
-from rft.wordle.play import play_games, play_turn
-from rft.wordle.prompts import ASSISTANT_PREFIX
+from rft.tasks.wordle.evaluate import evaluate, evaluation_secrets, main
+from rft.tasks.wordle.play import play_games, play_turn
+from rft.tasks.wordle.prompts import ASSISTANT_PREFIX
 
 REWARD_NAMES = {"output_format_check", "uses_previous_feedback", "guess_value", "fits_feedback"}
 

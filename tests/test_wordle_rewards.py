@@ -8,8 +8,8 @@ import types
 import pytest
 
 from rft.rewards.analysis import analyse_source
-from rft.wordle import reward_source
-from rft.wordle.rewards import fits_feedback, guess_value, output_format_check, uses_previous_feedback
+from rft.tasks.wordle import reward_source
+from rft.tasks.wordle.rewards import fits_feedback, guess_value, output_format_check, uses_previous_feedback
 
 BRISK_HISTORY = str([["STORM", "S(-) T(x) O(x) R(-) M(x)"], ["BRAVE", "B(✓) R(✓) A(x) V(x) E(x)"]])
 

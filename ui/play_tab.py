@@ -12,10 +12,10 @@ import gradio as gr
 
 from rft.background import Done, Progress, run_reporting
 from rft.jobs import threads_beside_jobs
-from rft.policies import resolve_policy
-from rft.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
-from rft.wordle.play import GameResult, Turn, play_turn
-from rft.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, normalise_word, random_secret, reasoning
+from rft.policies import resolve_policy, trained_in_environment
+from rft.tasks.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
+from rft.tasks.wordle.play import GameResult, Turn, play_conversation, play_turn
+from rft.tasks.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, normalise_word, random_secret, reasoning
 from ui.common import notice
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
 
@@ -134,6 +134,9 @@ def build(runs_root: Path) -> PlayTab:
             yield notice(str(exc), "warn"), "", idle
             return
         game = GameResult(secret=secret_word)
+        if trained_in_environment(runs_root, policy_key):
+            yield from watch_conversation(policy_choice, game, max_new)
+            return
         while game.num_guesses < MAX_GUESSES and not game.won:
             try:
                 for update in model_turn(policy_choice, game.secret, game.history, max_new):
@@ -147,6 +150,32 @@ def build(runs_root: Path) -> PlayTab:
                 return
         outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
         yield notice(outcome, "ok" if game.won else "info"), watch_html(game), idle
+
+    def watch_conversation(policy_choice, game: GameResult, max_new):
+        """A policy trained on whole games plays one as a conversation, as it was trained."""
+        idle = gr.update(interactive=False)
+
+        def work(report):
+            report(f"loading {policy_choice.label}")
+            model, tokenizer = LOADED_POLICIES.load(policy_choice)
+            report("playing the whole game as one conversation")
+            with threads_beside_jobs(runs_root):
+                return play_conversation(model, tokenizer, game.secret, clamp_tokens(max_new))
+
+        started = time.monotonic()
+        try:
+            for update in run_reporting(work):
+                if isinstance(update, Done):
+                    game = update.result
+                else:
+                    yield (notice(f"{policy_choice.label}: {update.text} · {time.monotonic() - started:.0f} s"),
+                           watch_html(game), gr.update(interactive=True))
+        except POLICY_FAILURES as exc:
+            yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game), idle
+            return
+        outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
+        yield notice(outcome + " (played as one conversation, as its run trained)", "ok" if game.won else "info"), \
+            watch_html(game), idle
 
     refresh.click(load_pickers, policy, policy)
     new_game.click(start_game, secret, [game_state, versus_message, person_board, model_board, model_thoughts, secret])

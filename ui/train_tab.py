@@ -206,14 +206,14 @@ def build(runs_root: Path) -> TrainTab:
             data = {"data.preset": None, "data.path": values[upload_path]}
         else:
             data = {"data.preset": values[dataset_choice], "data.path": None}
-        chosen_model = (values[model_path] or "").strip() or values[model_choice] or ""
+        model_reference = chosen_model(values[model_choice], values[model_path])
         try:
             weight_values = form.weights_from_table(values[weights])
         except ValueError as exc:
             raise ConfigError([f"rewards.weights: {exc}"]) from None
         settings = {
             "name": values[run_name] or "",
-            "model.name_or_path": chosen_model,
+            "model.name_or_path": model_reference,
             "model.device": values[device] or "auto",
             "data.prompt_column": values[prompt_column] or "prompt",
             "rewards.source": values[reward_code] or "",
@@ -229,18 +229,20 @@ def build(runs_root: Path) -> TrainTab:
             return DataConfig(preset=None, path=stored, prompt_column=column or "prompt")
         return DataConfig(preset=choice, prompt_column=column or "prompt")
 
-    def refresh_preview(choice, stored, column):
+    def refresh_preview(choice, stored, column, picked_model, typed_model):
         if choice == UPLOAD_CHOICE and not stored:
             return None, [], notice("Upload a JSONL, CSV or Parquet file with a prompt column.", "info")
-        result = form.preview_dataset(current_data_config(choice, stored, column))
+        result = form.preview_dataset(current_data_config(choice, stored, column),
+                                      model=chosen_model(picked_model, typed_model))
         kind = "ok" if result.rows else "error"
         return preview_table(result.frame), result.rows, notice(result.message, kind)
 
-    def choose_dataset(choice, stored, column):
+    def choose_dataset(choice, stored, column, picked_model, typed_model):
         """A new dataset also decides the SFT default: on when it has demonstrations, else off."""
         if choice == UPLOAD_CHOICE and not stored:
-            return *refresh_preview(choice, stored, column), False
-        result = form.preview_dataset(current_data_config(choice, stored, column))
+            return *refresh_preview(choice, stored, column, picked_model, typed_model), False
+        result = form.preview_dataset(current_data_config(choice, stored, column),
+                                      model=chosen_model(picked_model, typed_model))
         kind = "ok" if result.rows else "error"
         return preview_table(result.frame), result.rows, notice(result.message, kind), result.has_demonstrations
 
@@ -262,10 +264,10 @@ def build(runs_root: Path) -> TrainTab:
                 notice(f"Loaded the {choice} recipe: its reward functions, {'environment, ' if episodes else ''}"
                        "and hyperparameters.", "ok"))
 
-    def switch_dataset(choice, stored, column, code):
+    def switch_dataset(choice, stored, column, code, picked_model, typed_model):
         """A preset with a recipe brings it along when the reward code is some recipe's own, unedited;
         edited code is never replaced without the user asking (the Load button)."""
-        frame, rows, message, demonstrations = choose_dataset(choice, stored, column)
+        frame, rows, message, demonstrations = choose_dataset(choice, stored, column, picked_model, typed_model)
         has_recipe = form.recipe_for(choice) is not None
         if has_recipe and form.is_untouched_recipe_code(code or ""):
             return frame, rows, message, gr.update(visible=True), *recipe_updates(choice)
@@ -277,16 +279,17 @@ def build(runs_root: Path) -> TrainTab:
                               "info")
         return frame, rows, message, gr.update(visible=has_recipe), *keep
 
-    def on_upload(file, column):
+    def on_upload(file, column, picked_model, typed_model):
         if file is None:
-            return gr.skip(), None, *choose_dataset(UPLOAD_CHOICE, None, column), gr.skip()
+            return gr.skip(), None, *choose_dataset(UPLOAD_CHOICE, None, column, picked_model, typed_model), gr.skip()
         try:
             stored = str(form.store_upload(file, runs_root))
         except OSError as exc:
             return (gr.skip(), None, None, [], notice(f"Could not keep the uploaded file: {exc}", "error"), gr.skip(),
                     gr.skip())
         # An uploaded file has no recipe of its own.
-        return UPLOAD_CHOICE, stored, *choose_dataset(UPLOAD_CHOICE, stored, column), gr.update(visible=False)
+        return (UPLOAD_CHOICE, stored, *choose_dataset(UPLOAD_CHOICE, stored, column, picked_model, typed_model),
+                gr.update(visible=False))
 
     def insert_library(code, name):
         if not name:
@@ -458,12 +461,16 @@ def build(runs_root: Path) -> TrainTab:
         active = jobs.active_jobs(runs_root)
         return active[0].run_id if active else gr.skip()
 
-    upload.upload(on_upload, [upload, prompt_column],
+    model_inputs = [model_choice, model_path]
+    upload.upload(on_upload, [upload, prompt_column, *model_inputs],
                   [dataset_choice, upload_path, preview, preview_rows, dataset_message, sft_enabled, load_recipe])
-    dataset_choice.input(switch_dataset, [dataset_choice, upload_path, prompt_column, reward_code],
+    dataset_choice.input(switch_dataset, [dataset_choice, upload_path, prompt_column, reward_code, *model_inputs],
                          [preview, preview_rows, dataset_message, load_recipe, *recipe_outputs])
-    prompt_column.submit(choose_dataset, [dataset_choice, upload_path, prompt_column],
+    prompt_column.submit(choose_dataset, [dataset_choice, upload_path, prompt_column, *model_inputs],
                          [preview, preview_rows, dataset_message, sft_enabled])
+    for component in model_inputs:  # the preview shows the prompts through the chosen model's chat template
+        component.change(refresh_preview, [dataset_choice, upload_path, prompt_column, *model_inputs],
+                         [preview, preview_rows, dataset_message], show_progress="hidden")
     load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
     rollout_mode.change(lambda mode: gr.update(visible=mode == EPISODES), rollout_mode, environment_panel)
     check_environment.click(check_environment_code, [environment_code, field_inputs["environment.class_name"]],
@@ -488,18 +495,23 @@ def build(runs_root: Path) -> TrainTab:
     current_run.change(show_job, current_run, [job_status, timer], show_progress="hidden")
     timer.tick(show_job, current_run, [job_status, timer], show_progress="hidden")
 
-    def on_load(choice, stored, column, code, table):
-        frame, rows, message = refresh_preview(choice, stored, column)
+    def on_load(choice, stored, column, code, table, picked_model, typed_model):
+        frame, rows, message = refresh_preview(choice, stored, column, picked_model, typed_model)
         return reattach(), frame, rows, message, *check_code(code, table, rows, choice, stored, column)
 
     return TrainTab(
         current_run=current_run,
-        on_load=(on_load, [dataset_choice, upload_path, prompt_column, reward_code, weights],
+        on_load=(on_load, [dataset_choice, upload_path, prompt_column, reward_code, weights, *model_inputs],
                  [current_run, preview, preview_rows, dataset_message, check_message, weights]),
     )
 
 
 PREVIEW_PROMPT_WIDTH_PX, PREVIEW_COLUMN_WIDTH_PX = 300, 150
+
+
+def chosen_model(picked: str | None, typed: str | None) -> str:
+    """The model the form trains: a typed local path overrides the picker."""
+    return (typed or "").strip() or picked or ""
 
 
 def preview_table(frame):

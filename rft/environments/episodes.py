@@ -13,14 +13,17 @@ the environment still answers, the token budget spent) is marked truncated.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from rft import data as datasets
 from rft import generation
 from rft.config import EnvironmentConfig, SamplingConfig
-from rft.environments.runtime import ENVIRONMENT_REWARD, EnvironmentRuntime
+from rft.environments.runtime import ENVIRONMENT_REWARD, EnvironmentCodeError, EnvironmentRuntime
 from rft.grpo.sampler import eos_token_ids
 
 PROBE_USER, PROBE_REPLY = "PROBE-USER-MESSAGE", "PROBE-ASSISTANT-REPLY"
@@ -65,9 +68,10 @@ class TurnRenderer:
         self.base = tokenizer.apply_chat_template(self.probe, tokenize=False)
         self.after_reply = self.base[self.base.rindex(PROBE_REPLY) + len(PROBE_REPLY):]
 
-    def message_ids(self, message: dict, reply_end_id: int, assistant_prefix: str = "") -> list[int]:
-        """The tokens to append after a reply that ended with token `reply_end_id` (its EOS)."""
-        rendered = self.tokenizer.apply_chat_template(self.probe + [message], tokenize=False, add_generation_prompt=True)
+    def message_ids(self, messages: list[dict], reply_end_id: int, assistant_prefix: str = "") -> list[int]:
+        """The tokens to append after a reply that ended with token `reply_end_id` (its EOS): the
+        environment's messages (several tool results render together, as templates group them)."""
+        rendered = self.tokenizer.apply_chat_template(self.probe + messages, tokenize=False, add_generation_prompt=True)
         if not rendered.startswith(self.base):
             raise ValueError("this model's chat template renders earlier turns differently once a message follows "
                              "(it may drop their reasoning), so an episode cannot grow turn by turn; use a model "
@@ -104,15 +108,69 @@ class EpisodeBatch:
     environment_seconds: float
 
 
+TOOL_CALL_PATTERN = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)  # Hermes / Qwen's format
+
+
+def check_tool_format(tokenizer, runtime: EnvironmentRuntime) -> None:
+    """An environment with tools needs a chat template that renders them; EnvironmentCodeError if not."""
+    if runtime.tool_schemas and "tools" not in (tokenizer.chat_template or ""):
+        raise EnvironmentCodeError(
+            f"{runtime.info.class_name} has tools ({', '.join(runtime.info.tools)}), but this model's chat template "
+            "has no tool format; use a model whose template takes tools, or describe the tool in the prompt and "
+            "read its calls in step() as the arithmetic-tools environment does")
+
+
+def parse_tool_calls(tokenizer, reply: str, context: str, schemas: list[dict]) -> list[tuple[str, dict]]:
+    """The tool calls in a reply, as (name, arguments): read by the tokenizer's own response parser
+    when it has one (transformers' parse_response), else in the <tool_call> {json} </tool_call>
+    format of Hermes and Qwen templates. A call that is not valid JSON is no call."""
+    if getattr(tokenizer, "response_template", None) is not None:
+        parsed = tokenizer.parse_response(reply, prefix=context, tools=schemas)
+        return [(call["function"]["name"], call["function"].get("arguments") or {})
+                for call in parsed.get("tool_calls") or []]
+    calls = []
+    for match in TOOL_CALL_PATTERN.finditer(reply):
+        try:
+            call = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            arguments = call.get("arguments")
+            calls.append((call["name"], arguments if isinstance(arguments, dict) else {}))
+    return calls
+
+
+def environment_answer(runtime: EnvironmentRuntime, episode_id: int, reply: str,
+                       calls: list[tuple[str, dict]]) -> tuple[list[dict] | None, str | None]:
+    """The messages that answer a reply (None: the episode is over) and the environment's problem, if
+    it failed: the results of the tools the reply called, else what step() says to it."""
+    if calls:
+        answers = []
+        for name, arguments in calls:
+            outcome = runtime.call_tool(episode_id, name, arguments)
+            if outcome.problem:
+                return None, outcome.problem
+            answers.append({"role": "tool", "name": name, "content": outcome.value})
+        return answers, None
+    if not runtime.info.has_step:  # a tools-only environment: a reply without a call is the final answer
+        return None, None
+    outcome = runtime.step(episode_id, reply)
+    if outcome.problem:
+        return None, outcome.problem
+    return (None if outcome.value is None else [outcome.value]), None
+
+
 @torch.no_grad()
 def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dict], sampling: SamplingConfig,
-         limits: EnvironmentConfig, runtime: EnvironmentRuntime, render_prompt) -> EpisodeBatch:
+         limits: EnvironmentConfig, runtime: EnvironmentRuntime) -> EpisodeBatch:
     """G episodes for each prompt (its chat messages and its dataset row), played to their ends.
 
-    `render_prompt(messages) -> text` is the dataset's own rendering of a prompt. The G episodes of a
-    prompt must start alike (GRPO compares them), so reset() must return the same text for each;
-    an episode whose reset differs from its group's first fails.
+    The G episodes of a prompt must start alike (GRPO compares them), so reset() must return the same
+    text for each; an episode whose reset differs from its group's first fails. An environment's
+    tools are rendered into the prompt by the chat template, and each reply's calls are answered
+    with their results before the model goes on.
     """
+    check_tool_format(tokenizer, runtime)
     group = sampling.num_generations
     eos_ids = eos_token_ids(model, tokenizer)
     renderer = TurnRenderer(tokenizer)
@@ -136,7 +194,7 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
         opened.append(first_user_message_with(prompt_messages[index], texts[0]))
     environment_seconds += time.perf_counter() - started
 
-    prompt_texts = [render_prompt(messages) for messages in opened]
+    prompt_texts = [datasets.render_prompt(tokenizer, messages, runtime.tool_schemas or None) for messages in opened]
     prompt_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
     # Each episode's computed keys and values are kept between turns (generation.SequenceCache): a
     # turn prefills only what is new since the last, the reply's end and the environment's message.
@@ -171,21 +229,21 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
             if not ended:
                 episode.truncated = episode.finished = True
                 continue
-            outcome = runtime.step(ids[i], reply)
-            if outcome.problem:
-                episode.problem, episode.finished = outcome.problem, True
-            elif outcome.value is None:
+            calls = parse_tool_calls(tokenizer, reply, prompt_texts[episode.group] + tokenizer.decode(
+                episode.token_ids[:-len(reply_ids)]), runtime.tool_schemas) if runtime.tool_schemas else []
+            answers, episode.problem = environment_answer(runtime, ids[i], reply, calls)
+            if answers is None:
                 episode.finished = True
-            else:
-                message_ids = renderer.message_ids(outcome.value, reply_ids[-1], prefixes[episode.group])
-                # The next reply needs room for at least one token.
-                if turn == limits.max_turns or len(episode.token_ids) + len(message_ids) >= limits.max_episode_tokens:
-                    episode.truncated = episode.finished = True
-                    continue
-                episode.token_ids += message_ids
-                episode.model_mask += [0] * len(message_ids)
-                episode.messages.append(outcome.value)
-                caches[i], pending[i] = cache, [reply_ids[-1]] + message_ids
+                continue
+            message_ids = renderer.message_ids(answers, reply_ids[-1], prefixes[episode.group])
+            # The next reply needs room for at least one token.
+            if turn == limits.max_turns or len(episode.token_ids) + len(message_ids) >= limits.max_episode_tokens:
+                episode.truncated = episode.finished = True
+                continue
+            episode.token_ids += message_ids
+            episode.model_mask += [0] * len(message_ids)
+            episode.messages += answers
+            caches[i], pending[i] = cache, [reply_ids[-1]] + message_ids
         environment_seconds += time.perf_counter() - started
         for i in live:  # a finished episode's keys and values are no longer needed
             if episodes[i].finished:
@@ -212,3 +270,28 @@ def with_episode_outcomes(per_function: dict[str, list[float]], episodes: list[E
         scores[ENVIRONMENT_REWARD] = [episode.environment_reward for episode in episodes]
     return {name: [float("nan") if episode.problem else value for value, episode in zip(values, episodes, strict=True)]
             for name, values in scores.items()}
+
+
+@dataclass
+class EpisodeScores:
+    per_function: dict[str, list[float]]  # every reward function's and the environment's, NaN where missing
+    totals: list[float]  # weighted sums of the present scores; NaN where none is (a failed episode)
+    row_errors: list[str]  # per episode: its environment's problem, or what a reward function raised
+
+
+def score_episodes(rewards, prompt_texts: list[str], episodes: list[Episode], examples: list[dict],
+                   environment_has_reward: bool, environment_weight: float) -> EpisodeScores:
+    """Episodes scored as a run scores them: the reward functions see the last reply as `completion`
+    and the episode as example["episode"]; the environment's reward() joins them as "environment"."""
+    result = rewards.score(prompt_texts, [episode.replies[-1] if episode.replies else "" for episode in episodes],
+                           [dict(example, episode=episode.summary()) for example, episode in zip(examples, episodes)],
+                           [[t for t, mine in zip(e.token_ids, e.model_mask) if mine] for e in episodes])
+    per_function = with_episode_outcomes(result.per_function, episodes, environment_has_reward)
+    weights = {**rewards.weights, ENVIRONMENT_REWARD: environment_weight}
+    totals = []
+    for index in range(len(episodes)):
+        present = {name: values[index] for name, values in per_function.items() if values[index] == values[index]}
+        totals.append(sum(weights.get(name, 1.0) * value for name, value in present.items()) if present
+                      else float("nan"))
+    errors = [episode.problem or error for episode, error in zip(episodes, result.row_errors)]
+    return EpisodeScores(per_function, totals, errors)

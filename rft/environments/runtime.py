@@ -6,6 +6,9 @@ An environment is a class the user writes (in the dashboard's editor, or a built
         def reset(self, example):   # the dataset row; returns text added to the first user message, or None
         def step(self, reply):      # the model's reply; returns the next message, or None when it is over
         def reward(self):           # optional: the episode's reward from the environment's state
+        def lookup(self, word: str) -> str:   # optional tools: any other public method, with type hints
+                                              # and a docstring, called by the model in its chat
+                                              # template's tool format (TRL's convention)
 
 It runs in the same kind of worker process as reward code (rft.rewards.worker), with the same
 isolation: each call has a timeout, prints are captured, and a call that fails, hangs or returns
@@ -24,11 +27,11 @@ from rft.rewards.analysis import RewardCodeError, parse_reward_code
 from rft.rewards.process import DEFAULT_MEMORY_LIMIT_MB, WorkerLost, WorkerProcess
 from rft.rewards.worker import EpisodeOutcome, EpisodeRequest
 
-REQUIRED_METHODS = ("reset", "step")
 REWARD_METHODS = ("reward", "get_reward")  # get_reward: TRL's name
+LIFE_CYCLE_METHODS = ("reset", "step", *REWARD_METHODS)
 ENVIRONMENT_REWARD = "environment"  # the name the environment's own reward is scored and charted under
 API_HELP = ("define a class with reset(self, example) and step(self, reply) methods (and optionally "
-            "reward(self)); see the README's 'Environments' section")
+            "reward(self), and tools: other public methods); see the README's 'Environments' section")
 
 
 # The Train tab's starting point: a complete environment to edit (GRPO compares the G episodes of a
@@ -71,10 +74,13 @@ class EnvironmentInfo:
     has_reward: bool
     line: int
     summary: str
+    tools: tuple[str, ...] = ()  # public methods besides the life cycle's, which the model may call
+    has_step: bool = True  # without step, a reply that calls no tool ends the episode
 
     def describe(self) -> str:
         reward = "its own reward()" if self.has_reward else "no reward() of its own"
-        text = f"environment {self.class_name} (line {self.line}, {reward})"
+        tools = f", tools {', '.join(self.tools)}" if self.tools else ""
+        text = f"environment {self.class_name} (line {self.line}, {reward}{tools})"
         return f"{text}: {self.summary}" if self.summary else text
 
 
@@ -87,17 +93,18 @@ def analyse_environment(source: str, class_name: str | None = None) -> Environme
     found = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
-            methods = {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
-            if all(name in methods for name in REQUIRED_METHODS):
+            methods = [item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            tools = tuple(name for name in methods if not name.startswith("_") and name not in LIFE_CYCLE_METHODS)
+            if "reset" in methods and ("step" in methods or tools):
                 summary = (ast.get_docstring(node) or "").strip().splitlines()
                 found.append(EnvironmentInfo(node.name, any(name in methods for name in REWARD_METHODS), node.lineno,
-                                             summary[0] if summary else ""))
+                                             summary[0] if summary else "", tools, "step" in methods))
     if class_name:
         chosen = [info for info in found if info.class_name == class_name]
         if not chosen:
             names = ", ".join(info.class_name for info in found) or "none"
-            raise EnvironmentCodeError(f"environment.class_name: no class {class_name!r} with reset and step methods "
-                                       f"(found: {names})")
+            raise EnvironmentCodeError(f"environment.class_name: no class {class_name!r} with reset and step (or "
+                                       f"tool) methods (found: {names})")
         return chosen[0]
     if not found:
         raise EnvironmentCodeError(f"no environment class found: {API_HELP}")
@@ -135,8 +142,18 @@ class EnvironmentRuntime:
         except RewardCodeError as exc:
             raise EnvironmentCodeError(str(exc)) from None
         self._ids = itertools.count()
-        self._live: dict[int, tuple[dict, list[str]]] = {}  # episode: (example, replies so far), to replay
+        # episode: (example, its calls so far as (action, argument)), to replay in a fresh worker
+        self._live: dict[int, tuple[dict, list[tuple[str, object]]]] = {}
         self._failed: dict[int, str] = {}
+        self.tool_schemas: list[dict] = []
+        if self.info.tools:
+            described = self._worker.call(EpisodeRequest("describe", -1, self.info.class_name), timeout_s)
+            if described.problem:
+                self.close()
+                raise EnvironmentCodeError(f"the tools of {self.info.class_name} cannot be described for the chat "
+                                           f"template (each needs type hints and a docstring with an Args section): "
+                                           f"{described.problem.strip().splitlines()[-1]}")
+            self.tool_schemas = described.value
 
     @property
     def has_reward(self) -> bool:
@@ -153,7 +170,14 @@ class EnvironmentRuntime:
     def step(self, episode: int, reply: str) -> EpisodeOutcome:
         outcome = self._call(EpisodeRequest("step", episode, reply))
         if episode in self._live:
-            self._live[episode][1].append(reply)
+            self._live[episode][1].append(("step", reply))
+        return outcome
+
+    def call_tool(self, episode: int, name: str, arguments: dict) -> EpisodeOutcome:
+        """A tool call the model made: its result as text (an error in it is the result, for the model)."""
+        outcome = self._call(EpisodeRequest("tool", episode, (name, arguments)))
+        if episode in self._live:
+            self._live[episode][1].append(("tool", (name, arguments)))
         return outcome
 
     def reward(self, episode: int) -> EpisodeOutcome:
@@ -204,10 +228,10 @@ class EnvironmentRuntime:
         return self._worker
 
     def _replay_live_episodes(self) -> bool:
-        """Reset each live episode and feed it its replies again; False when a call lost the worker."""
-        for episode, (example, replies) in list(self._live.items()):
+        """Reset each live episode and make its calls again; False when a call lost the worker."""
+        for episode, (example, calls) in list(self._live.items()):
             requests = [EpisodeRequest("reset", episode, (self.info.class_name, example))]
-            requests += [EpisodeRequest("step", episode, reply) for reply in replies]
+            requests += [EpisodeRequest(action, episode, argument) for action, argument in calls]
             for request in requests:
                 try:
                     outcome = self._worker.call(request, self.timeout_s)

@@ -259,6 +259,11 @@ class Trainer:
         if not env.enabled:
             return None
         runtime = EnvironmentRuntime(env.source, env.class_name, env.timeout_s)
+        try:
+            environment_episodes.check_tool_format(self.tokenizer, runtime)
+        except EnvironmentCodeError:
+            runtime.close()
+            raise
         self.writer.log(f"environment: {runtime.info.describe()}; up to {env.max_turns} turns and "
                         f"{env.max_episode_tokens} tokens an episode")
         return runtime
@@ -452,7 +457,7 @@ class Trainer:
         cfg = self.config
         batch = environment_episodes.play(
             self.model, self.tokenizer, [p.messages for p in prompts], [p.example for p in prompts], cfg.sampling,
-            cfg.environment, self.environment, lambda messages: datasets.render_prompt(self.tokenizer, messages))
+            cfg.environment, self.environment)
         timings["environment"] += batch.environment_seconds
         failed = [episode.problem for episode in batch.episodes if episode.problem]
         if failed:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import json
 import linecache
 import math
 import numbers
@@ -61,7 +62,10 @@ class EpisodeRequest:
     """One call on one episode's environment instance, which lives in the worker between calls.
 
     action "reset": argument is (class name, example): a new instance, then its reset(example);
-    "step": argument is the model's reply; "reward": the instance's reward(); "close": forget it.
+    "step": argument is the model's reply; "tool": argument is (method name, arguments), a tool call
+    the model made, whose error is the call's result rather than the episode's failure; "reward": the
+    instance's reward(); "close": forget it; "describe": argument is the class name, the value its
+    tools' JSON schemas (an instance's public methods besides the life cycle's).
     """
 
     action: str
@@ -139,14 +143,21 @@ def _run_call(module: types.ModuleType, request: CallRequest) -> CallOutcome:
     return CallOutcome(scores, problems, output.text())
 
 
+LIFE_CYCLE_METHODS = ("reset", "step", "reward", "get_reward")
+
+
 def _run_episode_call(module: types.ModuleType, episodes: dict[int, object], request: EpisodeRequest) -> EpisodeOutcome:
     if request.action == "close":
         episodes.pop(request.episode, None)
         return EpisodeOutcome(None)
+    if request.action == "tool":
+        return _run_tool_call(episodes[request.episode], *request.argument)
     output = BoundedOutput(OUTPUT_LIMIT_CHARS)
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            if request.action == "reset":
+            if request.action == "describe":
+                value = _tool_schemas(getattr(module, request.argument))
+            elif request.action == "reset":
                 class_name, example = request.argument
                 environment = getattr(module, class_name)()
                 episodes[request.episode] = environment
@@ -163,6 +174,39 @@ def _run_episode_call(module: types.ModuleType, episodes: dict[int, object], req
         signal.alarm(0)
     value, problem = EPISODE_VALUE_CHECKS[request.action](value)
     return EpisodeOutcome(value, problem, output.text())
+
+
+def _tool_methods(environment_class) -> list[str]:
+    return [name for name, member in vars(environment_class).items()
+            if callable(member) and not name.startswith("_") and name not in LIFE_CYCLE_METHODS]
+
+
+def _tool_schemas(environment_class) -> list[dict]:
+    """The JSON schema of each tool, as chat templates take them, from its type hints and docstring."""
+    names = _tool_methods(environment_class)
+    if not names:
+        return []
+    from transformers.utils.chat_template_utils import get_json_schema  # light: no torch
+
+    instance = environment_class()
+    return [get_json_schema(getattr(instance, name)) for name in names]
+
+
+def _run_tool_call(environment, name: str, arguments: dict) -> EpisodeOutcome:
+    """The tool's result as text; a call the model got wrong (an unknown tool, bad arguments, an error
+    inside) answers with the error, for the model to read, and the episode goes on."""
+    output = BoundedOutput(OUTPUT_LIMIT_CHARS)
+    if name not in _tool_methods(type(environment)):
+        tools = ", ".join(_tool_methods(type(environment)))
+        return EpisodeOutcome(f"error: there is no tool {name!r}; the tools are {tools}")
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            value = getattr(environment, name)(**(arguments or {}))
+    except Exception as exc:
+        return EpisodeOutcome(f"error: {type(exc).__name__}: {exc}", None, output.text())
+    finally:
+        signal.alarm(0)
+    return EpisodeOutcome(value if isinstance(value, str) else json.dumps(value, default=str), None, output.text())
 
 
 def _call_reset(reset, example: dict):
@@ -225,7 +269,12 @@ def scores_from_list(value, expected_length: int) -> tuple[list[float], list[str
     return scores, problems
 
 
-EPISODE_VALUE_CHECKS = {"reset": _reset_value, "step": _step_value, "reward": score_from_value}
+def _schemas_value(schemas: list[dict]) -> tuple[list[dict], None]:
+    return schemas, None
+
+
+EPISODE_VALUE_CHECKS = {"reset": _reset_value, "step": _step_value, "reward": score_from_value,
+                        "describe": _schemas_value}
 
 
 class BoundedOutput(io.StringIO):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import tiny_model
-from dashboard_driver import choose, configure_tiny_run, open_tab, screenshot, wait_for_text
+from dashboard_driver import choose, configure_tiny_run, open_tab, screenshot, set_code, wait_for_text
 
 TWO_TURNS = '''class TwoTurns:
     """Asks twice."""
@@ -30,14 +30,6 @@ def stopping_model_dir(tmp_path_factory, bundled_model_dir):
     return tiny_model.build_tiny_model(tmp_path_factory.mktemp("stopping-model"), bundled_model_dir, stop_every=4)
 
 
-def set_environment_code(page, source: str) -> None:
-    editor = page.locator("#environment-code .cm-content")
-    editor.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
-    page.keyboard.insert_text(source)
-
-
 def test_an_environment_run_from_the_train_tab(dashboard, page, stopping_model_dir, tmp_path):
     url, runs_dir = dashboard
     page.goto(url)
@@ -51,10 +43,10 @@ def test_an_environment_run_from_the_train_tab(dashboard, page, stopping_model_d
     dataset.write_text("".join(json.dumps({"prompt": f"Say something about topic {i}."}) + "\n" for i in range(4)))
     configure_tiny_run(page, stopping_model_dir, dataset, "env-run", max_steps=2)
 
-    set_environment_code(page, "class Broken:\n    def step(self, reply):\n        return None\n")
+    set_code(page, "class Broken:\n    def step(self, reply):\n        return None\n", "environment-code")
     page.locator("#check-environment").click()
     wait_for_text(page.locator("#environment-message"), r"no environment class found")
-    set_environment_code(page, TWO_TURNS)
+    set_code(page, TWO_TURNS, "environment-code")
     page.locator("#check-environment").click()
     wait_for_text(page.locator("#environment-message"), r"found environment TwoTurns .*its own reward")
 

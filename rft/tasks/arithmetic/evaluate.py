@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rft.arithmetic.problems import HELD_OUT_COUNT, build_messages, held_out_problems, worked_steps
-from rft.arithmetic.rewards import answer_format, correct_answer
+from rft.tasks.arithmetic.problems import HELD_OUT_COUNT, build_messages, held_out_problems, worked_steps
+from rft.tasks.arithmetic.rewards import answer_format, correct_answer
 from rft.config import BUNDLED_MODEL
 from rft.data import render_prompt
 from rft.models import generate_continuations

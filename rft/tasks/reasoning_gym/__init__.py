@@ -20,10 +20,12 @@ small model learns from far more than from bare answers.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
-PREFIX = "rg:"
+from rft.tasks import LIBRARY_PREFIX, Task, UnknownTask
+
 HELD_OUT_SEED = 20250104  # fixed forever, so held-out evaluations stay comparable
 # Offered in the Train tab's dataset list (any other reasoning-gym task works by name in the config).
 SHOWN_TASKS = ("basic_arithmetic", "chain_sum", "countdown", "leg_counting", "letter_counting", "spell_backward",
@@ -34,16 +36,8 @@ ASSISTANT_PREFIX = "<think>"
 REWARDS_PATH = Path(__file__).resolve().parent / "rewards.py"
 
 
-class UnknownTask(ValueError):
-    """A name that is not one of reasoning-gym's tasks; the message lists some that are."""
-
-
-def is_library_task(preset: str | None) -> bool:
-    return bool(preset) and preset.startswith(PREFIX)
-
-
 def task_name(preset: str) -> str:
-    return preset.removeprefix(PREFIX)
+    return preset.removeprefix(LIBRARY_PREFIX)
 
 
 def available_tasks() -> list[str]:
@@ -113,3 +107,10 @@ def recipe(preset: str):
         optim=OptimConfig(learning_rate=3e-4, prompts_per_step=4),
         schedule=ScheduleConfig(max_steps=30, save_every=10),
     )
+
+
+def task(preset: str) -> Task:
+    """The task of rg:<name>: its questions, held-out questions, recipe and demonstrations."""
+    return Task(preset, rows=lambda data: training_rows(preset, data.task_size, data.task_seed),
+                held_out_rows=lambda data, count: held_out_rows(preset, count),
+                recipe=functools.partial(recipe, preset), demonstration=demonstration)

@@ -12,7 +12,7 @@ feedback rules).
 
 import ast
 
-from rft.wordle.rewards import _feedback_symbols, _played_guess, _read_word_list, _render_feedback
+from rft.tasks.wordle.rewards import _feedback_symbols, _played_guess, _read_word_list, _render_feedback
 
 MAX_GUESSES = 6
 

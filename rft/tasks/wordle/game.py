@@ -16,12 +16,12 @@ from pathlib import Path
 # The reward code must run on its own in the reward worker, so it holds the one implementation of
 # the feedback rules and of expected information; the game, the solver and the UI use it from
 # there, under the public names given here.
-from rft.wordle.rewards import ABSENT, CORRECT, PRESENT
-from rft.wordle.rewards import _consistent_words as consistent_words
-from rft.wordle.rewards import _expected_information as expected_information
-from rft.wordle.rewards import _feedback_symbols as feedback_symbols
-from rft.wordle.rewards import _parse_feedback as parse_feedback
-from rft.wordle.rewards import _render_feedback as render_feedback
+from rft.tasks.wordle.rewards import ABSENT, CORRECT, PRESENT
+from rft.tasks.wordle.rewards import _consistent_words as consistent_words
+from rft.tasks.wordle.rewards import _expected_information as expected_information
+from rft.tasks.wordle.rewards import _feedback_symbols as feedback_symbols
+from rft.tasks.wordle.rewards import _parse_feedback as parse_feedback
+from rft.tasks.wordle.rewards import _render_feedback as render_feedback
 
 __all__ = [
     "ABSENT", "CORRECT", "PRESENT", "WORD_LENGTH", "MAX_GUESSES", "ANSWERS_PATH", "ALLOWED_PATH", "OPENER",
@@ -31,7 +31,7 @@ __all__ = [
 
 WORD_LENGTH = 5
 MAX_GUESSES = 6
-WORDS_DIR = Path(__file__).resolve().parents[2] / "assets" / "wordle"
+WORDS_DIR = Path(__file__).resolve().parents[3] / "assets" / "wordle"
 ANSWERS_PATH = WORDS_DIR / "answers.txt"
 ALLOWED_PATH = WORDS_DIR / "allowed.txt"
 

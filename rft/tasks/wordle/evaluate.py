@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from rft.config import BUNDLED_MODEL
-from rft.wordle.dataset import HELD_OUT_COUNT, held_out_secrets
-from rft.wordle.game import solve
-from rft.wordle.play import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, REWARD_FUNCTIONS, GameResult, play_games
-from rft.wordle.rewards import output_format_check
+from rft.tasks.wordle.dataset import HELD_OUT_COUNT, held_out_secrets
+from rft.tasks.wordle.game import solve
+from rft.tasks.wordle.play import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, REWARD_FUNCTIONS, GameResult, play_games
+from rft.tasks.wordle.rewards import output_format_check
 
 DEFAULT_GAMES = 20
 DEFAULT_TEMPERATURE = 0.7

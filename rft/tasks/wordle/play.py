@@ -12,11 +12,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rft.config import DataConfig
 from rft.data import render_prompt
 from rft.models import generate_continuations
-from rft.wordle.game import ALLOWED_PATH, MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
-from rft.wordle.prompts import build_messages
-from rft.wordle.rewards import GUESS_PATTERN, fits_feedback, guess_value, output_format_check, uses_previous_feedback
+from rft.tasks.wordle.game import ALLOWED_PATH, MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
+from rft.tasks.wordle.prompts import build_messages
+from rft.tasks.wordle.rewards import GUESS_PATTERN, fits_feedback, guess_value, output_format_check, uses_previous_feedback
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_BATCH_SIZE = 16
@@ -109,6 +110,31 @@ def _scored_turn(secret: str, history: list[tuple[str, str]], messages: list[dic
         feedback=feedback(guess, secret) if valid else None,
         rewards={function.__name__: function(messages, completion, example) for function in REWARD_FUNCTIONS},
     )
+
+
+def play_conversation(model, tokenizer, secret: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                      temperature: float = 0.0) -> GameResult:
+    """A whole game as one conversation, the way the wordle-game recipe trains: each guess answered by
+    the Wordle environment's feedback message (rft.tasks.wordle.environment), for a policy trained so."""
+    from rft.config import EnvironmentConfig, SamplingConfig
+    from rft.data import example_of, to_messages
+    from rft.environments import episodes
+    from rft.environments.runtime import EnvironmentRuntime
+    from rft.tasks.wordle import environment_source
+    from rft.tasks.wordle.dataset import make_row
+
+    row = make_row(secret.upper(), [])
+    limits = EnvironmentConfig(source=environment_source(), max_turns=MAX_GUESSES,
+                               max_episode_tokens=MAX_GUESSES * (max_new_tokens + 64))
+    sampling = SamplingConfig(num_generations=1, max_completion_length=max_new_tokens, temperature=temperature)
+    with EnvironmentRuntime(limits.source) as runtime:
+        batch = episodes.play(model, tokenizer, [to_messages(row, DataConfig())], [example_of(row, DataConfig())],
+                              sampling, limits, runtime)
+    game = GameResult(secret=secret.upper())
+    for reply in batch.episodes[0].replies:
+        game.turns.append(_scored_turn(game.secret, game.history, build_messages(game.history), batch.prompt_texts[0],
+                                       reply))
+    return game
 
 
 def play_games(

@@ -5,7 +5,7 @@ Each takes (prompt, completion, example); `completion` is the model's last reply
 the row's `expression` and `answer`.
 """
 
-from rft.arithmetic.rewards import _answer
+from rft.tasks.arithmetic.rewards import _answer
 
 
 def correct_answer(prompt, completion, example) -> float:

@@ -9,15 +9,15 @@ over the game's guesses, every guess scored with the history it was made after (
 game rebuilds from the replies, invalid guesses included as turns without feedback).
 """
 
-from rft.wordle.rewards import (
+from rft.tasks.wordle.rewards import (
     _feedback_symbols,
     _played_guess,
     _read_word_list,
     _render_feedback,
 )
-from rft.wordle.rewards import guess_value as _guess_value
-from rft.wordle.rewards import output_format_check as _output_format_check
-from rft.wordle.rewards import uses_previous_feedback as _uses_previous_feedback
+from rft.tasks.wordle.rewards import guess_value as _guess_value
+from rft.tasks.wordle.rewards import output_format_check as _output_format_check
+from rft.tasks.wordle.rewards import uses_previous_feedback as _uses_previous_feedback
 
 
 def guesses_used(prompt, completion, example) -> float:

@@ -4,7 +4,7 @@ Each training secret is played twice: once by the entropy solver (histories a go
 leaves) and once with random answer words (histories full of letters to avoid). Every game
 state before a guess, with 0 to 5 past guesses, becomes one row:
 
-    prompt               the chat messages of rft.wordle.prompts.build_messages
+    prompt               the chat messages of rft.tasks.wordle.prompts.build_messages
     secret               the word to find
     past_guess_history   a Python-literal list of [guess, feedback] pairs, as the course stores it
     word_list            the absolute path of the allowed-words file the rewards check guesses against
@@ -18,8 +18,8 @@ import json
 import random
 from pathlib import Path
 
-from rft.wordle.game import ALLOWED_PATH, MAX_GUESSES, answer_words, feedback, solve
-from rft.wordle.prompts import build_messages
+from rft.tasks.wordle.game import ALLOWED_PATH, MAX_GUESSES, answer_words, feedback, solve
+from rft.tasks.wordle.prompts import build_messages
 
 DEFAULT_NUM_SECRETS = 500  # about 4,200 rows, generated in about two seconds
 HELD_OUT_COUNT = 200

@@ -1,6 +1,6 @@
 """A person against a model at Wordle: the same secret, a board each, one guess each per turn.
 
-The person guesses first, then the model plays its turn (rft.wordle.play.play_turn). The person's
+The person guesses first, then the model plays its turn (rft.tasks.wordle.play.play_turn). The person's
 invalid guesses are refused and cost nothing; the model's count as a turn, as in evaluation.
 The winner is whoever solves in fewer guesses; the game ends as soon as that is settled.
 """
@@ -11,9 +11,9 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from rft.wordle.dataset import held_out_secrets
-from rft.wordle.game import MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
-from rft.wordle.play import GameResult, Turn
+from rft.tasks.wordle.dataset import held_out_secrets
+from rft.tasks.wordle.game import MAX_GUESSES, WORD_LENGTH, allowed_words, feedback
+from rft.tasks.wordle.play import GameResult, Turn
 
 PERSON, MODEL, TIE, NOBODY = "you", "model", "tie", "nobody"
 THINK_END = "</think>"

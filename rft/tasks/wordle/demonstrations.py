@@ -30,7 +30,7 @@ import ast
 import functools
 from collections.abc import Callable, Sequence
 
-from rft.wordle.game import ABSENT, CORRECT, PRESENT, allowed_words, candidates, expected_information, parse_feedback, solver_guess
+from rft.tasks.wordle.game import ABSENT, CORRECT, PRESENT, allowed_words, candidates, expected_information, parse_feedback, solver_guess
 
 WordFilter = Callable[[str], bool]  # is this (upper-case) word one the model writes easily
 
@@ -65,7 +65,7 @@ def demonstration_for_row(row: dict, tokenizer=None) -> str:
 def game_demonstration(row: dict, tokenizer=None) -> list[dict]:
     """The solver's whole game against the row's secret, as the conversation after the prompt: each
     reply a demonstration, each answer what the wordle-game environment says to it."""
-    from rft.wordle.environment import WordleGame
+    from rft.tasks.wordle.environment import WordleGame
 
     preferred = one_token_words(tokenizer).__contains__ if tokenizer is not None else None
     game = WordleGame()
