@@ -34,10 +34,14 @@ def test_an_environment_run_from_the_train_tab(dashboard, page, stopping_model_d
     url, runs_dir = dashboard
     page.goto(url)
     page.locator("#launch").wait_for()
+    # The page's load event checks the reward code: wait for it, or its message overwrites the recipe's.
+    wait_for_text(page.locator("#check-message"), r"reward functions? found")
     # The wordle-game recipe brings its environment and turns episodes on.
     choose(page, "dataset-choice", "wordle-game")
     wait_for_text(page.locator("#check-message"), r"Loaded the wordle-game recipe: its reward functions, environment")
     assert "class WordleGame" in page.locator("#environment-code .cm-content").inner_text()
+    assert page.locator("#rollout-mode input[value='Episodes in an environment']").is_checked()
+    page.locator("#check-rewards").click()  # configure_tiny_run starts from a checked reward editor
 
     dataset = tmp_path / "topics.jsonl"
     dataset.write_text("".join(json.dumps({"prompt": f"Say something about topic {i}."}) + "\n" for i in range(4)))
