@@ -201,6 +201,7 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
     caches: list[generation.SequenceCache | None] = [None] * len(episodes)
     pending = [list(prompt_ids[episode.group]) for episode in episodes]
     generate_seconds = 0.0
+    device = next(model.parameters()).device
     for episode in episodes:
         episode.finished = episode.problem is not None
     for turn in range(1, limits.max_turns + 1):
@@ -210,7 +211,6 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
         budgets = [min(sampling.max_completion_length, limits.max_episode_tokens - len(episodes[i].token_ids))
                    for i in live]
         started = time.perf_counter()
-        device = next(model.parameters()).device
         replies, kept = generation.continue_sequences(
             model, [caches[i] for i in live], [pending[i] for i in live], max(budgets), eos_ids,
             tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
