@@ -2,11 +2,15 @@
 and stop it.
 
 `run_reporting(work)` runs `work(report)` in a thread and is a generator the page iterates: it
-yields the latest progress text every `poll_s` seconds, then the result. When the page stops
-iterating (its Cancel button, or the browser tab closed: Gradio closes the generator in both
-cases) the work is told to stop: its next `report(...)`, or the next token any generation inside it
-decodes (`raise_if_cancelled`), raises `Cancelled`, so it ends there instead of keeping a core busy
-for nobody.
+yields the latest progress text every `poll_s` seconds, then the result. The work is told to stop
+when the page's Stop button sets the `stop` event handed in (`StopRequests`), or when the page stops
+iterating (the browser tab closed: Gradio closes the generator). Its next `report(...)`, or the
+next token any generation inside it decodes (`raise_if_cancelled`), then raises `Cancelled`, so it
+ends there instead of keeping a core busy for nobody.
+
+A Stop button sets an event rather than cancelling the page's event in Gradio: the handler then
+ends by itself, with its own last message ("Stopped."), where a cancelled event races its last
+progress update against the Stop button's message and leaves an error badge on its outputs.
 """
 
 from __future__ import annotations
@@ -21,15 +25,14 @@ class Cancelled(Exception):
     """Raised inside the work by `report` once nobody waits for its result."""
 
 
-_work = threading.local()  # the stop flag of the work running on this thread, if any
+_work = threading.local()  # the stop flags of the work running on this thread, if any
 
 
 def raise_if_cancelled() -> None:
     """Raises Cancelled when the work running on this thread is no longer waited for. Long loops
     deep inside the work (the generator's decode loop) call it, so a comparison or a game stops
     within a token of its page going away, with no callback passed down to them."""
-    stop = getattr(_work, "stop", None)
-    if stop is not None and stop.is_set():
+    if any(flag.is_set() for flag in getattr(_work, "stops", ())):
         raise Cancelled()
 
 
@@ -44,9 +47,12 @@ class Done:
 
 
 def run_reporting(work: Callable[[Callable[[str], None]], Any], poll_s: float = 1.0,
-                  first_text: str = "starting") -> Iterator[Progress | Done]:
-    """Progress(text) while `work(report)` runs, then Done(result); the work's own error is raised."""
-    stop = threading.Event()
+                  first_text: str = "starting", stop: threading.Event | None = None) -> Iterator[Progress | Done]:
+    """Progress(text) while `work(report)` runs, then Done(result); the work's own error is raised,
+    and `Cancelled` when `stop` was set before the work finished. `stop` outlives this work (a game's
+    turns share one), so the page going away sets a flag of this work's own."""
+    page_gone = threading.Event()
+    stops = (page_gone,) if stop is None else (page_gone, stop)
     latest = {"text": first_text}
     outcome: dict[str, Any] = {}
 
@@ -55,7 +61,7 @@ def run_reporting(work: Callable[[Callable[[str], None]], Any], poll_s: float = 
         latest["text"] = text
 
     def target() -> None:
-        _work.stop = stop
+        _work.stops = stops
         try:
             outcome["result"] = work(report)
         except BaseException as exc:  # handed to the page's thread, which raises it
@@ -66,10 +72,30 @@ def run_reporting(work: Callable[[Callable[[str], None]], Any], poll_s: float = 
     try:
         while thread.is_alive():
             thread.join(poll_s)
-            if thread.is_alive():
+            if thread.is_alive() and not any(flag.is_set() for flag in stops):
                 yield Progress(latest["text"])
         if "error" in outcome:
             raise outcome["error"]
         yield Done(outcome["result"])
     finally:
-        stop.set()
+        page_gone.set()
+
+
+class StopRequests:
+    """The Stop buttons of one kind of page work, one event per page (Gradio's session hash): the
+    handler takes a fresh event when it starts and hands it to `run_reporting`; Stop sets it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, page: str) -> threading.Event:
+        with self._lock:
+            self._events[page] = event = threading.Event()
+        return event
+
+    def stop(self, page: str) -> None:
+        with self._lock:
+            event = self._events.pop(page, None)
+        if event is not None:
+            event.set()

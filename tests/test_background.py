@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from rft.background import Cancelled, Done, Progress, run_reporting
+from rft.background import Cancelled, Done, Progress, StopRequests, run_reporting
 
 
 def test_progress_then_the_result():
@@ -48,6 +48,26 @@ def test_closing_the_generator_stops_the_work_at_its_next_report():
     stopped_at = len(batches_done)
     time.sleep(0.1)
     assert len(batches_done) == stopped_at < 1000
+
+
+def test_a_stop_request_ends_the_work_and_reaches_the_page_as_cancelled():
+    """The Stop button's path: the page's own handler sees Cancelled and writes its last message."""
+    stops, batches_done = StopRequests(), []
+
+    def work(report):
+        for batch in range(1000):
+            time.sleep(0.02)
+            report(f"{batch}")
+            batches_done.append(batch)
+
+    updates = run_reporting(work, poll_s=0.05, stop=stops.start("page-1"))
+    assert isinstance(next(updates), Progress)
+    stops.stop("page-2")  # another page's Stop leaves this work alone
+    assert isinstance(next(updates), Progress)
+    stops.stop("page-1")
+    with pytest.raises(Cancelled):
+        list(updates)
+    assert len(batches_done) < 1000
 
 
 def test_a_generation_inside_the_work_stops_within_a_token(tiny_model_dir, monkeypatch):

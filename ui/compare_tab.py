@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from rft.background import Done, run_reporting
+from rft.background import Cancelled, Done, StopRequests, run_reporting
 from rft.compare import (
     DEFAULT_COMPLETIONS,
     DEFAULT_MAX_NEW_TOKENS,
@@ -136,7 +136,9 @@ def build(runs_root: Path) -> CompareTab:
         return (gr.update(choices=steps, value=steps[0] if steps else None),
                 gr.update(choices=steps, value=steps[-1] if steps else None))
 
-    def run_comparison(run_id, key_a, key_b, picked_label, typed, n, max_new, temp, seed_value):
+    comparison_stops = StopRequests()
+
+    def run_comparison(run_id, key_a, key_b, picked_label, typed, n, max_new, temp, seed_value, request: gr.Request):
         """Progress while both sides generate, then the two tables; Cancel, or closing the page, stops
         the generation within a token (rft.background)."""
         idle = gr.update(interactive=False)
@@ -165,13 +167,17 @@ def build(runs_root: Path) -> CompareTab:
                 return compare_policies(LOADED_POLICIES, policies, prompt, config, settings, on_side=report)
 
         try:
-            for update in run_reporting(work, first_text=f"loading {policies[0].label}"):
+            for update in run_reporting(work, first_text=f"loading {policies[0].label}",
+                                        stop=comparison_stops.start(request.session_hash)):
                 if isinstance(update, Done):
                     results = update.result
                 else:
                     yield (notice(f"Generating {settings.num_completions} completion(s) per side, up to "
                                   f"{settings.max_new_tokens} new tokens each: {update.text} · "
                                   f"{time.monotonic() - started:.0f} s"), *empty_sides(), gr.update(interactive=True))
+        except Cancelled:
+            yield notice("Comparison cancelled.", "info"), *empty_sides(), idle
+            return
         except (CompareError, RewardCodeError, *POLICY_FAILURES) as exc:
             yield notice(f"The comparison failed: {exc}", "error"), *empty_sides(), idle
             return
@@ -193,11 +199,14 @@ def build(runs_root: Path) -> CompareTab:
     refresh.click(load_pickers, pickers, pickers)
     run.change(on_run_change, run, [prompt_pick, stored_prompt, max_tokens, temperature, policy_a, policy_b, message])
     stored_prompt.change(on_stored_prompt_change, [run, stored_prompt], [step_a, step_b])
-    comparing = generate.click(run_comparison, [run, policy_a, policy_b, prompt_pick, prompt_typed, count, max_tokens,
+    def cancel_comparison(request: gr.Request):
+        comparison_stops.stop(request.session_hash)
+        return gr.update(interactive=False)
+
+    generate.click(run_comparison, [run, policy_a, policy_b, prompt_pick, prompt_typed, count, max_tokens,
                                                 temperature, seed],
                                [message, summary_a, table_a, summary_b, table_b, cancel])
-    cancel.click(lambda: (notice("Comparison cancelled.", "info"), gr.update(interactive=False)), None,
-                 [message, cancel], cancels=[comparing])
+    cancel.click(cancel_comparison, None, cancel)
     show_steps.click(show_two_steps, [run, stored_prompt, step_a, step_b],
                      [steps_message, steps_summary_a, steps_table_a, steps_summary_b, steps_table_b])
     return CompareTab(on_load=(load_pickers, pickers, pickers))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rft.background import Done, Progress, run_reporting
+from rft.background import Cancelled, Done, Progress, StopRequests, run_reporting
 from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy, trained_in_environment
 from rft.tasks.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
@@ -110,9 +110,12 @@ def build(runs_root: Path) -> PlayTab:
                 return
         yield game, versus_status(game), *versus_outputs(game), gr.skip()
 
-    def model_turn(policy_choice, secret_word: str, history, max_new):
-        """One turn of the policy, in the background: progress, then Done(turn). Closing this
-        generator (Stop, or the page closed) stops the generation within a token."""
+    watch_stops = StopRequests()
+
+    def model_turn(policy_choice, secret_word: str, history, max_new, stop=None):
+        """One turn of the policy, in the background: progress, then Done(turn). Setting `stop`
+        (the Stop button) or closing this generator (the page closed) stops the generation within
+        a token."""
         def work(report):
             report(f"loading {policy_choice.label}")
             model, tokenizer = LOADED_POLICIES.load(policy_choice)
@@ -121,11 +124,12 @@ def build(runs_root: Path) -> PlayTab:
                 return play_turn(model, tokenizer, secret_word, history, max_new_tokens=clamp_tokens(max_new))
 
         started = time.monotonic()
-        for update in run_reporting(work):
+        for update in run_reporting(work, stop=stop):
             yield update if isinstance(update, Done) else Progress(f"{update.text} · {time.monotonic() - started:.0f} s")
 
-    def watch_game(typed_secret, policy_key, max_new):
+    def watch_game(typed_secret, policy_key, max_new, request: gr.Request):
         idle = gr.update(interactive=False)
+        stop = watch_stops.start(request.session_hash)
         try:
             secret_word = normalise_word(typed_secret, "secret") if typed_secret and typed_secret.strip() \
                 else random_secret()
@@ -135,23 +139,30 @@ def build(runs_root: Path) -> PlayTab:
             return
         game = GameResult(secret=secret_word)
         if trained_in_environment(runs_root, policy_key):
-            yield from watch_conversation(policy_choice, game, max_new)
+            yield from watch_conversation(policy_choice, game, max_new, stop)
             return
         while game.num_guesses < MAX_GUESSES and not game.won:
             try:
-                for update in model_turn(policy_choice, game.secret, game.history, max_new):
+                for update in model_turn(policy_choice, game.secret, game.history, max_new, stop):
                     if isinstance(update, Done):
                         game.turns.append(update.result)
                     else:
                         yield (notice(f"{policy_choice.label}, turn {game.num_guesses + 1} of {MAX_GUESSES}: "
                                       f"{update.text}"), watch_html(game), gr.update(interactive=True))
+            except Cancelled:
+                yield notice("Stopped.", "info"), watch_html(game), idle
+                return
             except POLICY_FAILURES as exc:
                 yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game), idle
                 return
         outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
         yield notice(outcome, "ok" if game.won else "info"), watch_html(game), idle
 
-    def watch_conversation(policy_choice, game: GameResult, max_new):
+    def stop_watching(request: gr.Request):
+        watch_stops.stop(request.session_hash)
+        return gr.update(interactive=False)
+
+    def watch_conversation(policy_choice, game: GameResult, max_new, stop):
         """A policy trained on whole games plays one as a conversation, as it was trained."""
         idle = gr.update(interactive=False)
 
@@ -164,12 +175,15 @@ def build(runs_root: Path) -> PlayTab:
 
         started = time.monotonic()
         try:
-            for update in run_reporting(work):
+            for update in run_reporting(work, stop=stop):
                 if isinstance(update, Done):
                     game = update.result
                 else:
                     yield (notice(f"{policy_choice.label}: {update.text} · {time.monotonic() - started:.0f} s"),
                            watch_html(game), gr.update(interactive=True))
+        except Cancelled:
+            yield notice("Stopped.", "info"), watch_html(game), idle
+            return
         except POLICY_FAILURES as exc:
             yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game), idle
             return
@@ -182,9 +196,8 @@ def build(runs_root: Path) -> PlayTab:
     turn_outputs = [game_state, versus_message, person_board, model_board, model_thoughts, guess]
     submit.click(take_turn, [game_state, guess, policy, max_tokens], turn_outputs)
     guess.submit(take_turn, [game_state, guess, policy, max_tokens], turn_outputs)
-    watching = watch.click(watch_game, [watch_secret, policy, max_tokens], [watch_message, watch_turns, stop_watch])
-    stop_watch.click(lambda: (notice("Stopped.", "info"), gr.update(interactive=False)), None,
-                     [watch_message, stop_watch], cancels=[watching])
+    watch.click(watch_game, [watch_secret, policy, max_tokens], [watch_message, watch_turns, stop_watch])
+    stop_watch.click(stop_watching, None, stop_watch)
     return PlayTab(on_load=(load_pickers, [policy], [policy]))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from rft import evaluation
-from rft.background import Done, run_reporting
+from rft.background import Cancelled, Done, StopRequests, run_reporting
 from rft.jobs import threads_beside_jobs
 from rft.monitoring import downsample, runs_frame
 from rft.runs import delete_run, list_runs, read_metrics
@@ -113,9 +113,12 @@ def build(runs_root: Path) -> RunsTab:
         choices = evaluation.checkpoint_choices(run_dir) if run_dir else []
         return gr.update(choices=choices, value=choices[-1] if choices else None)
 
-    def evaluate(run_id, choice, games):
+    eval_stops = StopRequests()
+
+    def evaluate(run_id, choice, games, request: gr.Request):
         """Progress lines while it runs (in place of any earlier result), then the table; Cancel or
         closing the page stops it at its next batch (rft.background)."""
+        stop = eval_stops.start(request.session_hash)
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None or not choice:
             yield "Select a run and a checkpoint first.", gr.update(interactive=False)
@@ -128,20 +131,25 @@ def build(runs_root: Path) -> RunsTab:
                 return evaluation.evaluate_checkpoint(run_dir, choice, count, on_progress=report)
 
         try:
-            for update in run_reporting(work, first_text="loading the model"):
+            for update in run_reporting(work, first_text="loading the model", stop=stop):
                 if isinstance(update, Done):
                     yield update.result, gr.update(interactive=False)
                 else:
                     yield (f"Evaluating {choice} of {run_id} on {count} {evaluation.evaluation_unit(run_dir)}: "
                            f"{update.text} · {time.monotonic() - started:.0f} s"), gr.update(interactive=True)
+        except Cancelled:
+            yield "Evaluation cancelled.", gr.update(interactive=False)
         except Exception as exc:  # a model that cannot load, a run without held-out rows: say so, keep the page
             yield f"Evaluation failed: {type(exc).__name__}: {exc}", gr.update(interactive=False)
 
+    def cancel_evaluation(request: gr.Request):
+        eval_stops.stop(request.session_hash)
+        return gr.update(interactive=False)
+
     refresh.click(reload_table, [selected, compare], [table, selected, compare, message])
     selected.change(list_checkpoints_of, selected, checkpoint)
-    evaluating = run_eval.click(evaluate, [selected, checkpoint, count], [eval_result, cancel_eval])
-    cancel_eval.click(lambda: ("Evaluation cancelled.", gr.update(interactive=False)), None,
-                      [eval_result, cancel_eval], cancels=[evaluating])
+    run_eval.click(evaluate, [selected, checkpoint, count], [eval_result, cancel_eval])
+    cancel_eval.click(cancel_evaluation, None, cancel_eval)
     table.select(pick_row, table, selected)
     delete.click(ask_delete, selected, [confirm_row, confirm_text, message])
     cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])
