@@ -79,10 +79,10 @@ def test_a_generation_inside_the_work_stops_within_a_token(tiny_model_dir, monke
     tokens_decoded = []
     real_pick = generation._pick
 
-    def counting_pick(logits, warpers):
+    def counting_pick(*args):
         tokens_decoded.append(1)
         time.sleep(0.01)  # a slow machine: the page goes away mid-generation
-        return real_pick(logits, warpers)
+        return real_pick(*args)
 
     def work(report):
         report("generating")

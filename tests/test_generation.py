@@ -33,7 +33,7 @@ def test_same_seed_gives_the_same_tokens_as_transformers_generate(tiny_model_dir
     for temperature, top_p, top_k in ((1.0, 1.0, 0), (0.7, 0.9, 20)):
         torch.manual_seed(5)
         ours = generation.generate(model, prompt_ids, prompt_mask, 4, 16, eos, pad, temperature, top_p, top_k,
-                                   compact=False, packed_weights=False)
+                                   compact=False, packed_weights=False, multinomial=True)
         torch.manual_seed(5)
         theirs = model.generate(input_ids=prompt_ids.repeat_interleave(4, 0),
                                 attention_mask=prompt_mask.repeat_interleave(4, 0), do_sample=True,
@@ -127,3 +127,58 @@ def test_packed_weights_with_the_adapter_merged_give_the_same_greedy_text(tiny_m
         plain_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
     assert torch.allclose(packed_logits, plain_logits, atol=1e-4)
     assert all("forward" not in vars(m) for m in model.modules())  # the model is given back as it was
+
+
+def test_attention_over_a_shared_context_equals_attention_over_each_rows_own_copy():
+    """Cascade attention: rows that share a context (in any order, after some rows left) get exactly
+    the attention they would over their own copy of its keys followed by their own tokens."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    contexts, kv_heads, heads, head_dim, context_length, own_length = 3, 2, 6, 8, 7, 4
+    keys, values = torch.randn(contexts, kv_heads, context_length, head_dim), torch.randn(contexts, kv_heads,
+                                                                                            context_length, head_dim)
+    context_mask = torch.ones(contexts, context_length, dtype=torch.long)
+    context_mask[1, :3] = 0  # a left-padded context
+    row_context = torch.tensor([2, 0, 1, 0, 2, 2, 1])
+    shared = generation.SharedContext([keys], [values], context_mask, row_context)
+    keep = torch.tensor([0, 1, 3, 4, 6])  # two rows leave
+    shared.keep_rows(keep)
+    rows = len(keep)
+    query = torch.randn(rows, heads, 1, head_dim)
+    own_keys, own_values = torch.randn(rows, kv_heads, own_length, head_dim), torch.randn(rows, kv_heads, own_length,
+                                                                                          head_dim)
+    own_mask = torch.ones(rows, 1, 1, own_length, dtype=torch.bool)
+    own_mask[:, ..., 3] = False  # a column not written yet
+    layer = SimpleNamespace(layer_idx=0)
+
+    cascade, _ = generation.decode_attention(layer, query, own_keys, own_values, own_mask, scaling=0.3,
+                                             shared_context=shared)
+    copies = row_context[keep]
+    whole_keys = torch.cat([keys[copies], own_keys], 2)
+    whole_values = torch.cat([values[copies], own_values], 2)
+    whole_mask = torch.cat([context_mask[copies].bool()[:, None, None, :], own_mask], -1)
+    plain, _ = generation.decode_attention(layer, query, whole_keys, whole_values, whole_mask, scaling=0.3)
+    assert torch.allclose(cascade, plain, atol=1e-6)
+    row_keys, _ = shared.row_keys_values(2)  # kept row 3: context 0, unpadded
+    assert torch.equal(row_keys[0], keys[0])
+    row_keys, _ = shared.row_keys_values(4)  # kept row 6: context 1, its padding dropped
+    assert torch.equal(row_keys[0], keys[1][:, 3:])
+
+
+def test_the_default_sampler_draws_from_the_same_distribution_as_multinomial():
+    """One uniform number per row against the cumulative distribution: each token as often as its
+    probability (a chi-square test, as torch.multinomial passes it), never one top-k removed."""
+    torch.manual_seed(3)
+    vocabulary, draws = 50, 40000
+    logits = torch.randn(1, vocabulary) * 2
+    warpers = generation.logits_warpers(0.8, top_k=20)
+    probs = torch.softmax(warpers(None, logits.clone()), -1)[0]
+    for multinomial in (False, True):
+        tokens = generation._pick(logits.expand(draws, -1).clone(), warpers, multinomial)
+        counts = torch.bincount(tokens, minlength=vocabulary).double()
+        assert counts[probs == 0].sum() == 0
+        kept = probs > 0
+        expected = probs[kept].double() * draws
+        chi_square = float(((counts[kept] - expected) ** 2 / expected).sum())
+        assert chi_square < 45.3, (multinomial, chi_square)  # the 99.9% quantile at 19 degrees of freedom
