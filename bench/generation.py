@@ -52,12 +52,13 @@ def copy_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
     return 2 * source.numel() * 4 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def bytes_per_step(model, rows: int, context: int) -> float:
-    """What one decode step reads: every weight once, and each row's keys and values."""
+def bytes_per_step(model, rows: int, prompt_length: int, generated: int) -> float:
+    """What one decode step reads: every weight once, the prompt's keys and values once (its rows
+    share them), and each row's own tokens' keys and values."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     config = model.config
-    cache = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * context * 4
-    return weights + rows * cache
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
+    return weights + per_token * (prompt_length + rows * generated)
 
 
 def flops_per_token(model, context: int) -> float:
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         tokens = rows * args.tokens
         theirs_rate, ours_rate = tokens / statistics.median(theirs_s), tokens / statistics.median(ours_s)
         shares = " / ".join(f"{ours_rate * token_flops / 1e9 / bound:.0%}" for bound in bounds.values())
-        memory_share = ours_rate / rows * bytes_per_step(model, rows, context) / 1e9 / bandwidth
+        memory_share = ours_rate / rows * bytes_per_step(model, rows, prompt_length, args.tokens // 2) / 1e9 / bandwidth
         print(f"| {rows} | {theirs_rate:.1f} | {ours_rate:.1f} | {ours_rate / theirs_rate:.2f}x | {shares} "
               f"| {memory_share:.0%} |", flush=True)
 
