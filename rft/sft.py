@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rft import data as datasets
-from rft import models, prefix_cache, tasks
+from rft import lm_head, models, prefix_cache, tasks
 from rft.config import DataConfig, RunConfig
 from rft.distributed import Processes
 from rft.environments.episodes import TurnRenderer, assistant_prefix
@@ -167,12 +166,13 @@ def batch_loss(model, examples: list[Example], pad_token_id: int) -> tuple[torch
     attention_mask = torch.cat([prefix_mask, rest["attention_mask"]], dim=1)
     positions = shared + torch.arange(width, device=device).expand(rows, -1)
     with prefix_cache.continuing(model, cache):
-        logits = model(input_ids=rest["input_ids"], attention_mask=attention_mask, position_ids=positions,
-                       past_key_values=cache, use_cache=cache is not None).logits
-    # The logits at position t predict the token at t + 1.
+        states, head = lm_head.final_states(model, input_ids=rest["input_ids"], attention_mask=attention_mask,
+                                            position_ids=positions, past_key_values=cache, use_cache=cache is not None)
+    # The state at position t predicts the token at t + 1; only demonstrated tokens reach the LM head.
     labels = rest["labels"][:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORED_LABEL)
-    return loss, int((labels != IGNORED_LABEL).sum())
+    demonstrated = labels != IGNORED_LABEL
+    logp, _ = lm_head.head_logprobs(states[:, :-1][demonstrated], head, labels[demonstrated])
+    return -logp.mean(), int(demonstrated.sum())
 
 
 def batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:

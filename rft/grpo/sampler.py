@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rft import generation, prefix_cache
+from rft import generation, lm_head, prefix_cache
 from rft.config import SamplingConfig
 from rft.generation import positions_from_mask
-from rft.grpo.loss import token_entropy, token_logprobs
 
 
 @dataclass
@@ -165,31 +164,28 @@ def completion_logprobs(
     full-vocabulary softmax for the backward pass.
 
     The prompt runs once per group (prefill_shared_prompts); the completions then run on its
-    cache, and only their positions reach the LM head. Logits are divided by the sampling
-    temperature so the ratio compares the distribution that was sampled from.
+    cache, and only their positions reach the LM head, a chunk at a time (rft.lm_head). Logits are
+    divided by the sampling temperature so the ratio compares the distribution that was sampled from.
     """
     cache, first_logits = prefill_shared_prompts(model, rollout.prompt_ids, rollout.prompt_mask, rollout.group_size)
-    logits = first_logits
+    logp, entropy = lm_head.head_logprobs(first_logits, lm_head.identity, rollout.completion_ids[:, :1], temperature,
+                                          with_entropy, entropy_grad)
     if rollout.completion_ids.shape[1] > 1:
         prompt_mask = rollout.prompt_mask.repeat_interleave(rollout.group_size, dim=0)
         attention_mask = torch.cat([prompt_mask, rollout.attention_mask.long()], dim=1)[:, :-1]
         first_position = prompt_mask.sum(-1, keepdim=True)
         steps = torch.arange(rollout.completion_ids.shape[1] - 1, device=prompt_mask.device)[None, :]
         with prefix_cache.continuing(model, cache):
-            rest = model(
+            states, head = lm_head.final_states(
+                model,
                 input_ids=rollout.completion_ids[:, :-1],
                 attention_mask=attention_mask,
                 position_ids=first_position + steps,
                 past_key_values=cache,
                 use_cache=True,
-            ).logits
-        logits = torch.cat([first_logits, rest], dim=1)
-    logits = logits / temperature
-    logp = token_logprobs(logits, rollout.completion_ids)
-    entropy = None
-    if with_entropy and entropy_grad:
-        entropy = token_entropy(logits)
-    elif with_entropy:
-        with torch.no_grad():
-            entropy = token_entropy(logits.detach())
+            )
+        rest_logp, rest_entropy = lm_head.head_logprobs(states, head, rollout.completion_ids[:, 1:], temperature,
+                                                        with_entropy, entropy_grad)
+        logp = torch.cat([logp, rest_logp], dim=1)
+        entropy = torch.cat([entropy, rest_entropy], dim=1) if with_entropy else None
     return logp, entropy
