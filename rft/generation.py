@@ -11,8 +11,9 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
   attention needs no copy of the keys per query head), and over the shared prompt as one product
   per prompt for all its rows' queries (cascade attention): the prompt's keys are read once per
   group instead of once per row, which at 64 rows was a fifth of a decode step;
-- samples on tensors with transformers' own logits warpers, in generate()'s order, so the same
-  seed gives the same tokens as generate() while no row has finished;
+- samples on tensors with transformers' own logits warpers, in generate()'s order, then one
+  uniform number per row against the cumulative distribution (`_pick`; with multinomial=True,
+  generate()'s own draws, so the same seed gives its tokens while no row has finished);
 - drops finished rows from the batch once a quarter of it has finished, so long stragglers do
   not keep paying for the whole batch;
 - on CPU, multiplies by weights packed once per call into oneDNN's blocked layout, with a LoRA
@@ -135,15 +136,19 @@ class SharedContext:
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
                  row_context: torch.Tensor):
         self.keys, self.values, self.mask = keys, values, mask.bool()
-        self.keep_rows(torch.arange(len(row_context), device=row_context.device), row_context)
+        self._place_rows(row_context)
 
-    def keep_rows(self, keep: torch.Tensor, row_context: torch.Tensor | None = None) -> None:
-        self.row_context = (self.row_context if row_context is None else row_context)[keep]
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        self._place_rows(self.row_context[keep])
+
+    def _place_rows(self, row_context: torch.Tensor) -> None:
+        """Each row's slot among its context's rows, and where that puts it in [C * width]."""
+        self.row_context = row_context
         contexts = len(self.mask)
         earlier_of_same = torch.nn.functional.one_hot(self.row_context, contexts).cumsum(0)
         slot = earlier_of_same.gather(1, self.row_context[:, None]).squeeze(1) - 1
         self.width = int(slot.max()) + 1 if len(slot) else 1
-        self.flat_index = self.row_context * self.width + slot  # the row's place in [C * width]
+        self.flat_index = self.row_context * self.width + slot
         self.row_mask = self.mask[self.row_context][:, None, None, :]  # [B, 1, 1, Lc]
 
     def scores(self, stacked_queries: torch.Tensor, layer: int) -> torch.Tensor:
@@ -180,7 +185,7 @@ AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
 
 
 PATH_DESCRIPTIONS = {
-    "rollout": "the rollout decode loop (static KV cache, finished rows leave the batch)",
+    "rollout": "the rollout decode loop (prompt KV cache shared by its rows, finished rows leave the batch)",
     "generate": "transformers' generate() (this model's cache is not a plain key/value cache, or its attention "
                 "implementation is not sdpa / eager)",
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from rft.background import StopRequests
 from rft.monitoring import ROLE_LABELS
 from rft.runs import list_runs, run_dir_for
 
@@ -39,6 +40,16 @@ def resolve_run(runs_root: Path, run_id: str | None) -> Path | None:
     except ValueError:
         return None
     return run_dir if (run_dir / "config.yaml").exists() else None
+
+
+def stop_button(stops: StopRequests):
+    """The click handler of a Stop / Cancel button: it stops this page's work in `stops` and greys
+    itself out; the work's own handler then writes the last message."""
+    def stop(request: gr.Request):
+        stops.stop(request.session_hash)
+        return gr.update(interactive=False)
+
+    return stop
 
 
 def notice(text: str, kind: str = "info") -> str:

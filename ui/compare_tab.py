@@ -32,7 +32,7 @@ from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy, run_policy_keys
 from rft.rewards import RewardCodeError
 from rft.runs import read_config
-from ui.common import missing_run_notice, notice, resolve_run, run_picker_update, score_table
+from ui.common import missing_run_notice, notice, resolve_run, run_picker_update, score_table, stop_button
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
 
 EMPTY_SIDE = pd.DataFrame(columns=["#", "completion", "total"])
@@ -199,14 +199,10 @@ def build(runs_root: Path) -> CompareTab:
     refresh.click(load_pickers, pickers, pickers)
     run.change(on_run_change, run, [prompt_pick, stored_prompt, max_tokens, temperature, policy_a, policy_b, message])
     stored_prompt.change(on_stored_prompt_change, [run, stored_prompt], [step_a, step_b])
-    def cancel_comparison(request: gr.Request):
-        comparison_stops.stop(request.session_hash)
-        return gr.update(interactive=False)
-
     generate.click(run_comparison, [run, policy_a, policy_b, prompt_pick, prompt_typed, count, max_tokens,
-                                                temperature, seed],
-                               [message, summary_a, table_a, summary_b, table_b, cancel])
-    cancel.click(cancel_comparison, None, cancel)
+                                    temperature, seed],
+                   [message, summary_a, table_a, summary_b, table_b, cancel])
+    cancel.click(stop_button(comparison_stops), None, cancel)
     show_steps.click(show_two_steps, [run, stored_prompt, step_a, step_b],
                      [steps_message, steps_summary_a, steps_table_a, steps_summary_b, steps_table_b])
     return CompareTab(on_load=(load_pickers, pickers, pickers))

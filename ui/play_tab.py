@@ -16,7 +16,7 @@ from rft.policies import resolve_policy, trained_in_environment
 from rft.tasks.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
 from rft.tasks.wordle.play import GameResult, Turn, play_conversation, play_turn
 from rft.tasks.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, normalise_word, random_secret, reasoning
-from ui.common import notice
+from ui.common import notice, stop_button
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
 
 DEFAULT_MAX_NEW_TOKENS = 192
@@ -158,10 +158,6 @@ def build(runs_root: Path) -> PlayTab:
         outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
         yield notice(outcome, "ok" if game.won else "info"), watch_html(game), idle
 
-    def stop_watching(request: gr.Request):
-        watch_stops.stop(request.session_hash)
-        return gr.update(interactive=False)
-
     def watch_conversation(policy_choice, game: GameResult, max_new, stop):
         """A policy trained on whole games plays one as a conversation, as it was trained."""
         idle = gr.update(interactive=False)
@@ -197,7 +193,7 @@ def build(runs_root: Path) -> PlayTab:
     submit.click(take_turn, [game_state, guess, policy, max_tokens], turn_outputs)
     guess.submit(take_turn, [game_state, guess, policy, max_tokens], turn_outputs)
     watch.click(watch_game, [watch_secret, policy, max_tokens], [watch_message, watch_turns, stop_watch])
-    stop_watch.click(stop_watching, None, stop_watch)
+    stop_watch.click(stop_button(watch_stops), None, stop_watch)
     return PlayTab(on_load=(load_pickers, [policy], [policy]))
 
 

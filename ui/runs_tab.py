@@ -15,7 +15,7 @@ from rft.jobs import threads_beside_jobs
 from rft.monitoring import downsample, runs_frame
 from rft.runs import delete_run, list_runs, read_metrics
 from ui import charts
-from ui.common import missing_run_notice, notice, resolve_run
+from ui.common import missing_run_notice, notice, resolve_run, stop_button
 
 COMPARE_DEFAULT = 3  # newest runs overlaid when the tab first loads
 
@@ -142,14 +142,10 @@ def build(runs_root: Path) -> RunsTab:
         except Exception as exc:  # a model that cannot load, a run without held-out rows: say so, keep the page
             yield f"Evaluation failed: {type(exc).__name__}: {exc}", gr.update(interactive=False)
 
-    def cancel_evaluation(request: gr.Request):
-        eval_stops.stop(request.session_hash)
-        return gr.update(interactive=False)
-
     refresh.click(reload_table, [selected, compare], [table, selected, compare, message])
     selected.change(list_checkpoints_of, selected, checkpoint)
     run_eval.click(evaluate, [selected, checkpoint, count], [eval_result, cancel_eval])
-    cancel_eval.click(cancel_evaluation, None, cancel_eval)
+    cancel_eval.click(stop_button(eval_stops), None, cancel_eval)
     table.select(pick_row, table, selected)
     delete.click(ask_delete, selected, [confirm_row, confirm_text, message])
     cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])

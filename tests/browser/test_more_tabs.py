@@ -104,6 +104,7 @@ def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
     wait_for_text(page.locator("#watch-message"), r"turn \d of 6: writing its answer · \d+ s")
     page.locator("#watch-stop").click()
     wait_for_text(page.locator("#watch-message"), r"^Stopped\.$")
+    screenshot(page, "7-play-watch-stopped")
     assert page.locator("#watch-stop").first.is_disabled()
     set_number(page, "play-max-tokens", 8)
 
