@@ -6,6 +6,8 @@ An environment is a class the user writes (in the dashboard's editor, or a built
         def reset(self, example):   # the dataset row; returns text added to the first user message, or None
         def step(self, reply):      # the model's reply; returns the next message, or None when it is over
         def reward(self):           # optional: the episode's reward from the environment's state
+                                    # (also after zero steps: a reply cut by the token limit is
+                                    # not passed to step, it ends the episode as truncated)
         def lookup(self, word: str) -> str:   # optional tools: any other public method, with type hints
                                               # and a docstring, called by the model in its chat
                                               # template's tool format (TRL's convention)

@@ -21,7 +21,8 @@ TWO_TURNS = '''class TwoTurns:
         return "Once more, shorter." if len(self.replies) < 2 else None
 
     def reward(self):
-        return -len(self.replies[-1]) / 20
+        # No replies when the first one was cut by the token limit (step is not called for it).
+        return -len(self.replies[-1]) / 20 if self.replies else -1.0
 '''
 
 
