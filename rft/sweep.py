@@ -102,8 +102,9 @@ def _evaluated_row(label: str, choice: str, run_dir: Path, task: str, count: int
     from rft.runs import read_config
 
     adapter = adapter_for(run_dir, choice)
-    model, tokenizer = load_for_inference(read_config(run_dir).model.name_or_path,
-                                          adapter=str(adapter) if adapter else None)
+    model_config = read_config(run_dir).model
+    model, tokenizer = load_for_inference(model_config.name_or_path, adapter=str(adapter) if adapter else None,
+                                          load_in_4bit=model_config.load_in_4bit)
     evaluator = tasks.task(task).evaluator
     return summary_row(label, choice, evaluator, evaluator.evaluate(model, tokenizer, count, seed, max_new_tokens))
 

@@ -239,7 +239,8 @@ class Trainer:
         self.device = next(self.model.parameters()).device
         self.processes.copy_from_main(p for p in self.model.parameters() if p.requires_grad)
         trainable, total = models.parameter_counts(self.model)
-        self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({base.dtype}); "
+        weights = f"4-bit NF4 weights, {base.dtype} compute" if cfg.model.load_in_4bit else str(base.dtype)
+        self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({weights}); "
                         f"trainable {trainable:,} of {total:,} parameters")
         self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}")
         self.prompts = self._prepare_prompts()
