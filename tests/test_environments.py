@@ -399,3 +399,37 @@ def test_compare_plays_each_policys_episodes_with_the_same_seed(tmp_path, stoppi
     assert [s == s for s in first.totals] == [True] * 3  # every episode scored
     stored = rollouts_at_step(run_dir, 1, read_rollouts(run_dir, 1)["groups"][0]["prompt_text"])
     assert all(text.startswith("[model] ") for text in stored.completions)
+
+
+NUMBERS_TO_REPEAT = '''
+class Numbers:
+    """Asks for three numbers back, one reply each."""
+
+    def reset(self, example):
+        self.replies = []
+        return None
+
+    def step(self, reply):
+        self.replies.append(reply)
+        return f"Repeat this number: {[45, 78][len(self.replies) - 1]}" if len(self.replies) < 3 else None
+'''
+
+
+def test_turn_by_turn_play_continues_the_conversation_that_training_plays(bundled_model_dir):
+    """next_reply, given an episode's first replies, writes the reply the trainer's rollout code (kept
+    caches, no text round trip) wrote next: greedy, with the bundled model, whose short replies come
+    back unchanged from their text. A person playing against a policy plays in its training setting."""
+    model, tokenizer = models.load_for_inference(str(bundled_model_dir))
+    prompt = [{"role": "user", "content": "Repeat this number: 12"}]
+    greedy = SamplingConfig(num_generations=1, max_completion_length=24, temperature=0.0)
+    limits = EnvironmentConfig(source=NUMBERS_TO_REPEAT, max_turns=3, max_episode_tokens=200)
+    with EnvironmentRuntime(NUMBERS_TO_REPEAT) as runtime:
+        batch = episodes.play(model, tokenizer, [prompt], [{}], greedy, limits, runtime)
+        played = batch.episodes[0]
+        assert played.turns == 3 and not played.truncated and played.problem is None
+        assert len(set(played.replies)) == 3  # each reply answers the environment's latest message
+        for turn in range(3):
+            context, reply = episodes.next_reply(model, tokenizer, prompt, {}, played.replies[:turn], greedy, runtime)
+            assert reply == played.replies[turn], turn
+            assert context.startswith(batch.prompt_texts[0]) and context.count("Repeat this number") == turn + 1
+        assert episodes.next_reply(model, tokenizer, prompt, {}, played.replies, greedy, runtime) is None

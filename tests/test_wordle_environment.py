@@ -83,20 +83,27 @@ def test_the_wordle_game_preset_is_valid_and_plays_games():
     assert not math.isnan(config.environment.reward_weight)
 
 
-def test_a_whole_game_plays_as_one_conversation(tmp_path, bundled_model_dir):
+def test_a_game_plays_turn_by_turn_as_one_conversation(tmp_path, bundled_model_dir):
     import tiny_model
 
     from rft import models
-    from rft.tasks.wordle.play import play_conversation
+    from rft.tasks.wordle.play import GameResult, play_conversation_turn
 
     model_dir = tiny_model.build_tiny_model(tmp_path / "model", bundled_model_dir, stop_every=10)
     model = models.load_base_model(models.ModelConfig(name_or_path=str(model_dir), device="cpu"))
     tokenizer = models.load_tokenizer(str(model_dir))
-    secret = held_out_secrets(1)[0]
-    game = play_conversation(model, tokenizer, secret, max_new_tokens=24)
-    assert game.secret == secret and 1 <= game.num_guesses <= 6 and not game.won
-    assert all(turn.invalid for turn in game.turns)  # a random model writes no <guess> block
+    game = GameResult(secret=held_out_secrets(1)[0])
+    while game.num_guesses < 6:
+        game.turns.append(play_conversation_turn(model, tokenizer, game, max_new_tokens=24))
+    assert not game.won and all(turn.invalid for turn in game.turns)  # a random model writes no <guess> block
     assert "Make a new 5-letter word guess." in game.turns[0].prompt_text
+    # Each turn was given the whole game so far: every earlier reply, each followed by the environment's answer.
+    last = game.turns[-1].prompt_text
+    assert last.startswith(game.turns[0].prompt_text)
+    assert all(turn.completion in last for turn in game.turns[:-1])
+    assert last.count("<|im_start|>user") == 6
+    with pytest.raises(ValueError, match="is over"):
+        play_conversation_turn(model, tokenizer, game, max_new_tokens=24)
 
 
 def test_policies_of_environment_runs_are_known_as_such(tmp_path):

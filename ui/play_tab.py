@@ -14,7 +14,7 @@ from rft.background import Cancelled, Done, Progress, StopRequests, run_reportin
 from rft.jobs import threads_beside_jobs
 from rft.policies import resolve_policy, trained_in_environment
 from rft.tasks.wordle.game import CORRECT, MAX_GUESSES, PRESENT, WORD_LENGTH, parse_feedback
-from rft.tasks.wordle.play import GameResult, Turn, play_conversation, play_turn
+from rft.tasks.wordle.play import GameResult, Turn, play_conversation_turn, play_turn
 from rft.tasks.wordle.versus import MODEL, NOBODY, PERSON, TIE, InvalidGuess, VersusGame, normalise_word, random_secret, reasoning
 from ui.common import notice, stop_button
 from ui.policy_picker import LOADED_POLICIES, POLICY_FAILURES, policy_picker_update
@@ -98,7 +98,8 @@ def build(runs_root: Path) -> PlayTab:
         while game.model_to_play:
             try:
                 policy_choice = resolve_policy(runs_root, policy_key)
-                for update in model_turn(policy_choice, game.secret, game.model.history, max_new):
+                as_conversation = trained_in_environment(runs_root, policy_key)
+                for update in model_turn(policy_choice, game.model, max_new, as_conversation):
                     if isinstance(update, Done):
                         game.record_model_turn(update.result)
                     else:
@@ -112,16 +113,19 @@ def build(runs_root: Path) -> PlayTab:
 
     watch_stops = StopRequests()
 
-    def model_turn(policy_choice, secret_word: str, history, max_new, stop=None):
-        """One turn of the policy, in the background: progress, then Done(turn). Setting `stop`
-        (the Stop button) or closing this generator (the page closed) stops the generation within
-        a token."""
+    def model_turn(policy_choice, game: GameResult, max_new, as_conversation: bool, stop=None):
+        """The policy's next turn in `game`, in the background: progress, then Done(turn). A policy
+        trained on whole games continues the game as one conversation, as its run trained; others
+        get the course's prompt with the guesses so far. Setting `stop` (the Stop button) or closing
+        this generator (the page closed) stops the generation within a token."""
         def work(report):
             report(f"loading {policy_choice.label}")
             model, tokenizer = LOADED_POLICIES.load(policy_choice)
-            report("writing its answer")
+            report("writing its answer" + (" in the game's conversation" if as_conversation else ""))
             with threads_beside_jobs(runs_root):
-                return play_turn(model, tokenizer, secret_word, history, max_new_tokens=clamp_tokens(max_new))
+                if as_conversation:
+                    return play_conversation_turn(model, tokenizer, game, max_new_tokens=clamp_tokens(max_new))
+                return play_turn(model, tokenizer, game.secret, game.history, max_new_tokens=clamp_tokens(max_new))
 
         started = time.monotonic()
         for update in run_reporting(work, stop=stop):
@@ -138,12 +142,10 @@ def build(runs_root: Path) -> PlayTab:
             yield notice(str(exc), "warn"), "", idle
             return
         game = GameResult(secret=secret_word)
-        if trained_in_environment(runs_root, policy_key):
-            yield from watch_conversation(policy_choice, game, max_new, stop)
-            return
+        as_conversation = trained_in_environment(runs_root, policy_key)
         while game.num_guesses < MAX_GUESSES and not game.won:
             try:
-                for update in model_turn(policy_choice, game.secret, game.history, max_new, stop):
+                for update in model_turn(policy_choice, game, max_new, as_conversation, stop):
                     if isinstance(update, Done):
                         game.turns.append(update.result)
                     else:
@@ -156,36 +158,9 @@ def build(runs_root: Path) -> PlayTab:
                 yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game), idle
                 return
         outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
+        if as_conversation:
+            outcome += " (played as one conversation, as its run trained)"
         yield notice(outcome, "ok" if game.won else "info"), watch_html(game), idle
-
-    def watch_conversation(policy_choice, game: GameResult, max_new, stop):
-        """A policy trained on whole games plays one as a conversation, as it was trained."""
-        idle = gr.update(interactive=False)
-
-        def work(report):
-            report(f"loading {policy_choice.label}")
-            model, tokenizer = LOADED_POLICIES.load(policy_choice)
-            report("playing the whole game as one conversation")
-            with threads_beside_jobs(runs_root):
-                return play_conversation(model, tokenizer, game.secret, clamp_tokens(max_new))
-
-        started = time.monotonic()
-        try:
-            for update in run_reporting(work, stop=stop):
-                if isinstance(update, Done):
-                    game = update.result
-                else:
-                    yield (notice(f"{policy_choice.label}: {update.text} · {time.monotonic() - started:.0f} s"),
-                           watch_html(game), gr.update(interactive=True))
-        except Cancelled:
-            yield notice("Stopped.", "info"), watch_html(game), idle
-            return
-        except POLICY_FAILURES as exc:
-            yield notice(f"The checkpoint could not play: {exc}", "error"), watch_html(game), idle
-            return
-        outcome = f"Solved in {game.num_guesses}." if game.won else f"Not solved; the secret was {game.secret}."
-        yield notice(outcome + " (played as one conversation, as its run trained)", "ok" if game.won else "info"), \
-            watch_html(game), idle
 
     refresh.click(load_pickers, policy, policy)
     new_game.click(start_game, secret, [game_state, versus_message, person_board, model_board, model_thoughts, secret])

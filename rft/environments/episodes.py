@@ -260,6 +260,40 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
     return EpisodeBatch(opened, prompt_texts, episodes, generate_seconds, environment_seconds)
 
 
+@torch.no_grad()
+def next_reply(model, tokenizer, prompt_messages: list[dict], example: dict, replies: list[str],
+               sampling: SamplingConfig, runtime: EnvironmentRuntime) -> tuple[str, str] | None:
+    """The model's next reply in one episode whose earlier replies are given, for play turn by turn
+    (a person's game against a policy trained on episodes): a fresh environment instance replays
+    them (reset, then step with each) to rebuild the conversation as training rendered it, and one
+    reply is sampled after it. Returns (the conversation the model was given, as text; its reply),
+    or None when the environment ended the episode on the given replies; EnvironmentCodeError when
+    it fails. Replies are re-tokenised from their text, as a chat client would send them."""
+    renderer = TurnRenderer(tokenizer)
+    prefix = assistant_prefix(prompt_messages)
+    reply_end_id = eos_token_ids(model, tokenizer)[0]
+    episode_id, opening = runtime.reset(example)
+    try:
+        if opening.problem:
+            raise EnvironmentCodeError(opening.problem)
+        prompt_text = datasets.render_prompt(tokenizer, first_user_message_with(prompt_messages, opening.value))
+        ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
+        for reply in replies:
+            answers, problem = environment_answer(runtime, episode_id, reply, [])
+            if problem:
+                raise EnvironmentCodeError(problem)
+            if answers is None:
+                return None
+            ids += tokenizer(reply, add_special_tokens=False).input_ids + [reply_end_id]
+            ids += renderer.message_ids(answers, reply_end_id, prefix)
+    finally:
+        runtime.close_episode(episode_id)
+    sampled, _ = generation.continue_sequences(
+        model, [None], [ids], sampling.max_completion_length, eos_token_ids(model, tokenizer), tokenizer.pad_token_id,
+        sampling.temperature, sampling.top_p, sampling.top_k)
+    return tokenizer.decode(ids), tokenizer.decode(sampled[0], skip_special_tokens=True)
+
+
 def with_episode_outcomes(per_function: dict[str, list[float]], episodes: list[Episode],
                           environment_has_reward: bool) -> dict[str, list[float]]:
     """The reward functions' scores of the episodes, with the environment's own reward as one more

@@ -112,29 +112,27 @@ def _scored_turn(secret: str, history: list[tuple[str, str]], messages: list[dic
     )
 
 
-def play_conversation(model, tokenizer, secret: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                      temperature: float = 0.0) -> GameResult:
-    """A whole game as one conversation, the way the wordle-game recipe trains: each guess answered by
-    the Wordle environment's feedback message (rft.tasks.wordle.environment), for a policy trained so."""
-    from rft.config import EnvironmentConfig, SamplingConfig
+def play_conversation_turn(model, tokenizer, game: GameResult, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                           temperature: float = 0.0) -> Turn:
+    """The model's next guess in a game it plays as one conversation, the way the wordle-game recipe
+    trains: its earlier replies, each answered by the Wordle environment's feedback message
+    (rft.tasks.wordle.environment), then the next reply; for a policy trained so."""
+    from rft.config import SamplingConfig
     from rft.data import example_of, to_messages
     from rft.environments import episodes
     from rft.environments.runtime import EnvironmentRuntime
     from rft.tasks.wordle import environment_source
     from rft.tasks.wordle.dataset import make_row
 
-    row = make_row(secret.upper(), [])
-    limits = EnvironmentConfig(source=environment_source(), max_turns=MAX_GUESSES,
-                               max_episode_tokens=MAX_GUESSES * (max_new_tokens + 64))
+    row = make_row(game.secret, [])
     sampling = SamplingConfig(num_generations=1, max_completion_length=max_new_tokens, temperature=temperature)
-    with EnvironmentRuntime(limits.source) as runtime:
-        batch = episodes.play(model, tokenizer, [to_messages(row, DataConfig())], [example_of(row, DataConfig())],
-                              sampling, limits, runtime)
-    game = GameResult(secret=secret.upper())
-    for reply in batch.episodes[0].replies:
-        game.turns.append(_scored_turn(game.secret, game.history, build_messages(game.history), batch.prompt_texts[0],
-                                       reply))
-    return game
+    with EnvironmentRuntime(environment_source()) as runtime:
+        played = episodes.next_reply(model, tokenizer, to_messages(row, DataConfig()), example_of(row, DataConfig()),
+                                     [turn.completion for turn in game.turns], sampling, runtime)
+    if played is None:
+        raise ValueError(f"the game against {game.secret} is over: there is no next guess to play")
+    conversation, reply = played
+    return _scored_turn(game.secret, game.history, build_messages(game.history), conversation, reply)
 
 
 def play_games(
