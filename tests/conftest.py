@@ -36,7 +36,9 @@ def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
     prompts.write_text("".join(json.dumps({"prompt": f"Say something short, number {i}."}) + "\n" for i in range(2)))
     config = RunConfig(
         name="tiny",
-        model=ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"),
+        # fp32 throughout: on a CPU with native bf16 the default would train under bf16 autocast, and
+        # the tests that check stored log-probabilities against a plain forward pass want them exact.
+        model=ModelConfig(name_or_path=str(tiny_model_dir), device="cpu", dtype="float32"),
         data=DataConfig(preset=None, path=str(prompts), shuffle=False),
         rewards=RewardsConfig(source="def shorter_is_better(prompt, completion, example):\n"
                                      "    return -len(completion) / 20\n", timeout_s=5.0),
