@@ -47,7 +47,8 @@ def arithmetic_zero() -> RunConfig:
     config.sft.enabled = False
     config.rewards.weights = {"format_progress": 1.0}
     # DAPO's choices: no KL term (nothing to stay close to), token-level averaging, and dynamic
-    # sampling, since early on most groups score all alike; 4 prompts a step for a steadier signal.
+    # sampling, since early on most groups score all alike; 4 prompts a step for a steadier signal,
+    # in groups of 8, as its README figures were measured.
     config.sampling.num_generations = 8
     config.grpo = GRPOConfig(beta=0.0, loss_type="dapo", dynamic_sampling=True)
     config.optim = OptimConfig(learning_rate=3e-4, prompts_per_step=4)
