@@ -67,7 +67,8 @@ def build_app(runs_root: Path) -> gr.Blocks:
         connect_tabs(built, tabs, tab_items)
         for handles in built.values():
             fn, inputs, outputs = handles.on_load
-            demo.load(fn, inputs, outputs)
+            in_order = getattr(handles, "on_load_concurrency_id", None)  # queued with the tab's own events
+            demo.load(fn, inputs, outputs, **({"concurrency_id": in_order, "concurrency_limit": 1} if in_order else {}))
     return demo
 
 

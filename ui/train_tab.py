@@ -47,6 +47,9 @@ STATUS_REFRESH_S = 2.0
 class TrainTab:
     current_run: gr.State  # run id the controls act on: the last launched, or the running job
     on_load: tuple[Callable, list, list]  # (fn, inputs, outputs) to run when a browser (re)connects
+    # on_load previews the dataset too: it queues with the events that change the preview, so a
+    # dataset chosen while the page loads is previewed after the page's own preview, not before it.
+    on_load_concurrency_id: str = "dataset-preview"
 
 
 def starting_config() -> tuple[RunConfig, str]:
@@ -462,15 +465,17 @@ def build(runs_root: Path) -> TrainTab:
         return active[0].run_id if active else gr.skip()
 
     model_inputs = [model_choice, model_path]
+    in_order = {"concurrency_id": TrainTab.on_load_concurrency_id, "concurrency_limit": 1}  # see TrainTab
     upload.upload(on_upload, [upload, prompt_column, *model_inputs],
-                  [dataset_choice, upload_path, preview, preview_rows, dataset_message, sft_enabled, load_recipe])
+                  [dataset_choice, upload_path, preview, preview_rows, dataset_message, sft_enabled, load_recipe],
+                  **in_order)
     dataset_choice.input(switch_dataset, [dataset_choice, upload_path, prompt_column, reward_code, *model_inputs],
-                         [preview, preview_rows, dataset_message, load_recipe, *recipe_outputs])
+                         [preview, preview_rows, dataset_message, load_recipe, *recipe_outputs], **in_order)
     prompt_column.submit(choose_dataset, [dataset_choice, upload_path, prompt_column, *model_inputs],
-                         [preview, preview_rows, dataset_message, sft_enabled])
+                         [preview, preview_rows, dataset_message, sft_enabled], **in_order)
     for component in model_inputs:  # the preview shows the prompts through the chosen model's chat template
         component.change(refresh_preview, [dataset_choice, upload_path, prompt_column, *model_inputs],
-                         [preview, preview_rows, dataset_message], show_progress="hidden")
+                         [preview, preview_rows, dataset_message], show_progress="hidden", **in_order)
     load_recipe.click(recipe_updates, dataset_choice, recipe_outputs)
     rollout_mode.change(lambda mode: gr.update(visible=mode == EPISODES), rollout_mode, environment_panel)
     check_environment.click(check_environment_code, [environment_code, field_inputs["environment.class_name"]],
