@@ -5,11 +5,12 @@
 
 Both paths sample the same rows from the bundled SmolLM2-135M-Instruct with end-of-sequence turned
 off, so every row decodes every token, alternating runs so that a busy machine slows both alike.
-Each row of the table gives tokens per second, their ratio, and two shares of this machine's
-limits that the generator reaches, both measured in the same process: its arithmetic against the
-matrix-multiply bound (fp32 and, where the CPU has native bf16, bf16), and the bytes a decode step
-must read (every weight, and the rows' KV cache) against the memory-copy bandwidth. Few rows are
-bound by memory, many by arithmetic.
+Where the CPU has native bf16 matmuls the rollout generator runs twice, with fp32 products and
+with the bf16 ones it uses there by default. Each row of the table gives tokens per second, the
+speed-up over generate(), and two shares of this machine's limits that each run reaches, both
+measured in the same process: its arithmetic against the matrix-multiply bound of its precision,
+and the bytes a decode step must read (every weight in its packed precision, and the rows' KV
+cache) against the memory-copy bandwidth. Few rows are bound by memory, many by arithmetic.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def copy_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
     return 2 * source.numel() * 4 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def bytes_per_step(model, rows: int, prompt_length: int, generated: int) -> float:
+def bytes_per_step(model, rows: int, prompt_length: int, generated: int, weight_bytes: int = 4) -> float:
     """What one decode step reads: every weight once, the prompt's keys and values once (its rows
     share them), and each row's own tokens' keys and values."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = sum(p.numel() * weight_bytes for p in model.parameters())
     config = model.config
     per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
     return weights + per_token * (prompt_length + rows * generated)
@@ -102,28 +103,36 @@ def main(argv: list[str] | None = None) -> None:
           + f"; memory copy {bandwidth:.0f} GB/s")
     print(f"{token_flops / 1e9:.2f} GFLOP per decoded token\n")
 
-    def ours(rows):
-        return lambda: generation.generate(model, prompt_ids, prompt_mask, rows, args.tokens, [], tokenizer.pad_token_id)
+    def ours(rows, bf16):
+        return lambda: generation.generate(model, prompt_ids, prompt_mask, rows, args.tokens, [], tokenizer.pad_token_id,
+                                           bf16=bf16)
 
     def transformers_generate(rows):
         return lambda: generation._generate_with_transformers(model, prompt_ids, prompt_mask, rows, args.tokens, [],
                                                               tokenizer.pad_token_id, 1.0, 1.0, 0)
 
-    print(f"| rows | generate() tok/s | ours tok/s | speed-up | ours, share of the {' / '.join(bounds)} bound "
-          "| ours, share of the memory bandwidth |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    precisions = {"fp32": False, "bf16": True} if "bf16" in bounds else {"fp32": False}
+    runs = {"generate()": transformers_generate} | {
+        f"ours {name}": (lambda flag: lambda rows: ours(rows, flag))(flag) for name, flag in precisions.items()}
+    print("| rows | " + " | ".join(f"{name} tok/s" for name in runs) + " | "
+          + " | ".join(f"ours {name}: speed-up, share of the {name} bound, of the memory bandwidth"
+                       for name in precisions) + " |")
+    print("|---:|" + "---:|" * (len(runs) + len(precisions)))
     for rows in args.rows:
-        ours(rows)()  # warm-up
-        theirs_s, ours_s = [], []
+        for name, flag in precisions.items():
+            ours(rows, flag)()  # warm-up
+        seconds = {name: [] for name in runs}
         for _ in range(args.repeats):
-            theirs_s.append(timed(transformers_generate(rows)))
-            ours_s.append(timed(ours(rows)))
-        tokens = rows * args.tokens
-        theirs_rate, ours_rate = tokens / statistics.median(theirs_s), tokens / statistics.median(ours_s)
-        shares = " / ".join(f"{ours_rate * token_flops / 1e9 / bound:.0%}" for bound in bounds.values())
-        memory_share = ours_rate / rows * bytes_per_step(model, rows, prompt_length, args.tokens // 2) / 1e9 / bandwidth
-        print(f"| {rows} | {theirs_rate:.1f} | {ours_rate:.1f} | {ours_rate / theirs_rate:.2f}x | {shares} "
-              f"| {memory_share:.0%} |", flush=True)
+            for name, run in runs.items():
+                seconds[name].append(timed(run(rows)))
+        rates = {name: rows * args.tokens / statistics.median(values) for name, values in seconds.items()}
+        cells = [f"{rate:.1f}" for rate in rates.values()]
+        for name in precisions:
+            rate = rates[f"ours {name}"]
+            step_bytes = bytes_per_step(model, rows, prompt_length, args.tokens // 2, 2 if name == "bf16" else 4)
+            cells.append(f"{rate / rates['generate()']:.2f}x, {rate * token_flops / 1e9 / bounds[name]:.0%}, "
+                         f"{rate / rows * step_bytes / 1e9 / bandwidth:.0%}")
+        print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
   not keep paying for the whole batch;
 - on CPU, multiplies by weights packed once per call into oneDNN's blocked layout, with a LoRA
   adapter merged in: MKL's plain product reached 34-44 GFLOP/s on the 49k-row LM head at 32-64
-  rows where the packed one reached 77-103, and the merge removes the adapter's extra products.
+  rows where the packed one reached 77-103, and the merge removes the adapter's extra products;
+- on a CPU with native bf16 matmuls (AVX512-BF16, AMX), packs the weights in bf16 and runs the
+  linear layers' products in bf16, which halves the bytes every step reads and doubles their
+  arithmetic rate. The residual stream, the KV cache and attention stay fp32; the logits are
+  rounded to bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16
+  autocast rounds them. The loss never uses the sampler's probabilities: the training pass
+  computes its own.
 Models whose cache is not a plain per-layer key/value cache (sliding windows, linear attention)
 fall back to generate(); `generation_path` says which path a model takes.
 """
@@ -40,7 +46,7 @@ from transformers.generation.logits_process import (
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from rft import prefix_cache
+from rft import models, prefix_cache
 from rft.background import raise_if_cancelled
 
 DECODE_ATTENTION = "rft_decode"
@@ -224,7 +230,8 @@ def logits_warpers(temperature: float, top_p: float = 1.0, top_k: int = 0) -> Lo
 @torch.no_grad()
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: int, max_new_tokens: int,
              eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             compact: bool = True, packed_weights: bool = True, multinomial: bool = False) -> torch.Tensor:
+             compact: bool = True, packed_weights: bool = True, multinomial: bool = False,
+             bf16: bool | None = None) -> torch.Tensor:
     """`repeats` continuations of each left-padded prompt: token ids [P * repeats, <= max_new_tokens],
     rows of one prompt together, pad after each row's first EOS. temperature 0 decodes greedily.
 
@@ -233,12 +240,13 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats
     torch.multinomial as generate() does: the three make the random numbers drawn, and so the
     tokens, the same as generate()'s for the same seed. Packed weights change the logits by
     rounding only, and the default sampler draws from the same distribution (see _pick and
-    tests/test_generation.py).
+    tests/test_generation.py). bf16: the decoder's products in bf16 (see the module's docstring);
+    None chooses them where the CPU has native bf16 matmuls.
     """
     if not _has_plain_cache(model):
         return _generate_with_transformers(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids, pad_id,
                                            temperature, top_p, top_k)
-    with _decode_attention(model), _packed_linear_weights(model, enabled=packed_weights):
+    with _decode_attention(model), _packed_linear_weights(model, enabled=packed_weights, bf16=bf16):
         prompt_cache, logits = prefill_prompts(model, prompt_ids, prompt_mask)
         row_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat_interleave(repeats)
         return _decode(model, prompt_cache, prompt_mask, row_prompt, logits[row_prompt, -1].float(), max_new_tokens,
@@ -319,7 +327,7 @@ class SequenceCache:
 @torch.no_grad()
 def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[list[int]], max_new_tokens: int,
                        eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
-                       top_k: int = 0) -> tuple[list[list[int]], list[SequenceCache]]:
+                       top_k: int = 0, bf16: bool | None = None) -> tuple[list[list[int]], list[SequenceCache]]:
     """One continuation of each sequence (a conversation's next reply): its cache of the tokens so far
     (None to start one) and the tokens since (at least one). Returns each row's sampled tokens, up to
     and including its EOS, and its cache, which then covers everything but the last sampled token.
@@ -327,13 +335,14 @@ def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[
     Only the new tokens are prefilled, over the kept keys and values, so a conversation's earlier
     turns are never computed again; new sequences whose tokens are alike (a group's shared prompt)
     are prefilled once, their common beginning once for all. Models the decode loop does not cover
-    regenerate from the whole sequence each time.
+    regenerate from the whole sequence each time. bf16 as in generate().
     """
     device = next(model.parameters()).device
     if not _has_plain_cache(model):
         whole = [(cache.tokens if cache else []) + ids for cache, ids in zip(caches, new_ids, strict=True)]
         prompt_ids, prompt_mask = (t.to(device) for t in pack_prompts(whole, pad_id))
-        output = generate(model, prompt_ids, prompt_mask, 1, max_new_tokens, eos_ids, pad_id, temperature, top_p, top_k)
+        output = generate(model, prompt_ids, prompt_mask, 1, max_new_tokens, eos_ids, pad_id, temperature, top_p, top_k,
+                          bf16=bf16)
         replies = [_reply(row, eos_ids) for row in output.tolist()]
         return replies, [SequenceCache(tokens + reply[:-1]) for tokens, reply in zip(whole, replies, strict=True)]
     if any(cache is None for cache in caches) and not all(cache is None for cache in caches):
@@ -342,7 +351,7 @@ def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[
     rows = len(new_ids)
     done: list[SequenceCache | None] = [None] * rows
     context_tokens = [(cache.tokens if cache else []) + ids for cache, ids in zip(caches, new_ids, strict=True)]
-    with _decode_attention(model), _packed_linear_weights(model):
+    with _decode_attention(model), _packed_linear_weights(model, bf16=bf16):
         if caches[0] is None:
             context_cache, context_mask, row_context, logits = _prefill_new(model, new_ids, pad_id, device)
         else:
@@ -448,14 +457,26 @@ def _decode_attention(model):
         base.set_attn_implementation(current)
 
 
+def decodes_in_bf16(model, bf16: bool | None = None) -> bool:
+    """Whether the decode loop runs the decoder's products in bf16: asked for (bf16=True), or chosen
+    (None) where the CPU has native bf16 matmuls; only ever for fp32 weights it packs."""
+    if bf16 is None:
+        bf16 = models.cpu_has_native_bf16()
+    return bf16 and bool(_packable_linears(model))
+
+
 @contextlib.contextmanager
-def _packed_linear_weights(model, enabled: bool = True):
+def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None):
     """On CPU, every linear layer multiplies by a packed copy of its weight while the block runs;
-    a LoRA layer's copy has its active adapters merged in (W + scale * B A), so it is one product."""
+    a LoRA layer's copy has its active adapters merged in (W + scale * B A), so it is one product.
+    With bf16 the copies are bf16, and so are the products' inputs (see the module's docstring)."""
     linears = _packable_linears(model) if enabled else []
+    in_bf16 = enabled and decodes_in_bf16(model, bf16)
     for module in linears:
-        packed = torch.ops.mkldnn._reorder_linear_weight(_effective_weight(module), None)
-        module.forward = _packed_forward(packed, module.get_base_layer().bias if _is_lora(module) else module.bias)
+        weight = _effective_weight(module)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.bfloat16() if in_bf16 else weight, None)
+        bias = module.get_base_layer().bias if _is_lora(module) else module.bias
+        module.forward = _packed_bf16_forward(packed, bias) if in_bf16 else _packed_forward(packed, bias)
     try:
         yield
     finally:
@@ -504,6 +525,15 @@ def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None):
     def forward(x, *args, **kwargs):
         rows = x.reshape(-1, x.shape[-1])
         return torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "").reshape(*x.shape[:-1], -1)
+
+    return forward
+
+
+def _packed_bf16_forward(packed: torch.Tensor, bias: torch.Tensor | None):
+    def forward(x, *args, **kwargs):
+        rows = x.reshape(-1, x.shape[-1]).bfloat16()
+        output = torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "").float()
+        return (output if bias is None else output + bias).reshape(*x.shape[:-1], -1)
 
     return forward
 

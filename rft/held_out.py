@@ -24,7 +24,7 @@ from pathlib import Path
 from rft import data as datasets
 from rft.config import RunConfig
 from rft.environments.runtime import ENVIRONMENT_REWARD
-from rft.models import generate_continuations
+from rft.models import cpu_bf16_matmuls, generate_continuations
 from rft.stats import mean_interval, wilson_interval
 
 BATCH_SIZE = 32  # prompts generated together; a single turn each
@@ -75,9 +75,10 @@ def _answer_and_score(model, tokenizer, config: RunConfig, rows: list[dict], rew
     messages = [datasets.to_messages(row, data) for row in rows]
     examples = [datasets.example_of(row, data) for row in rows]
     played = None
+    bf16 = cpu_bf16_matmuls(next(model.parameters()).device, config.model.dtype)
     if environment is None:
         prompts = [datasets.render_prompt(tokenizer, m) for m in messages]
-        completions = generate_continuations(model, tokenizer, prompts, config.sampling.max_completion_length)
+        completions = generate_continuations(model, tokenizer, prompts, config.sampling.max_completion_length, bf16=bf16)
         completion_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in completions]
         scores = rewards.score(prompts, completions, examples, completion_ids)
         per_function, totals = scores.per_function, scores.total
@@ -85,7 +86,7 @@ def _answer_and_score(model, tokenizer, config: RunConfig, rows: list[dict], rew
         from rft.environments import episodes
 
         greedy = dataclasses.replace(config.sampling, num_generations=1, temperature=0.0)
-        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment)
+        batch = episodes.play(model, tokenizer, messages, examples, greedy, config.environment, environment, bf16=bf16)
         played, messages = batch.episodes, batch.prompt_messages
         completions = [episode.replies[-1] if episode.replies else "" for episode in played]
         scored = episodes.score_episodes(rewards, batch.prompt_texts, played, examples, environment.has_reward,

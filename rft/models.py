@@ -208,16 +208,21 @@ def cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def training_autocast(device: torch.device, dtype_preference: str = "auto"):
-    """bf16 autocast for an fp32 model on a CPU with native bf16 matmuls, else a no-op context.
+def cpu_bf16_matmuls(device: torch.device, dtype_preference: str = "auto") -> bool:
+    """Whether an fp32 model's matrix products run in bf16: on a CPU with native bf16 matmuls, unless
+    model.dtype is set explicitly (float32 keeps every product in fp32)."""
+    return device.type == "cpu" and dtype_preference == "auto" and cpu_has_native_bf16()
 
-    Used around the SFT steps and GRPO's log-probability and training passes, not generation.
-    The weights and the optimiser stay fp32; only the matmuls run in bf16. A Wordle SFT batch of
-    8 takes 8 to 12 s instead of 13 to 16 s on a 2-core AVX512-BF16 CPU. An explicit model.dtype
-    turns it off.
+
+def training_autocast(device: torch.device, dtype_preference: str = "auto"):
+    """bf16 autocast for an fp32 model where cpu_bf16_matmuls, else a no-op context.
+
+    Used around the SFT steps and GRPO's log-probability and training passes; generation packs its
+    own bf16 weights instead (rft.generation). The weights and the optimiser stay fp32; only the
+    matmuls run in bf16. A Wordle SFT batch of 8 takes 8 to 12 s instead of 13 to 16 s on a 2-core
+    AVX512-BF16 CPU.
     """
-    enabled = device.type == "cpu" and dtype_preference == "auto" and cpu_has_native_bf16()
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16_matmuls(device, dtype_preference))
 
 
 def load_tokenizer(reference: str):
@@ -358,8 +363,9 @@ def load_for_inference(reference: str, adapter: str | None = None, device: str =
 
 
 def generate_continuations(model, tokenizer, prompt_texts: list[str], max_new_tokens: int,
-                           temperature: float = 0.0) -> list[str]:
-    """Each prompt's continuation, without the prompt and special tokens; temperature 0 is greedy.
+                           temperature: float = 0.0, bf16: bool | None = None) -> list[str]:
+    """Each prompt's continuation, without the prompt and special tokens; temperature 0 is greedy;
+    bf16 as in rft.generation.generate.
 
     The prompts run as one batch through the rollout generator, which computes their common
     beginning (a task's instructions: ~330 of the ~480 tokens of a Wordle prompt) once.
@@ -372,7 +378,7 @@ def generate_continuations(model, tokenizer, prompt_texts: list[str], max_new_to
     encoded = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
     prompt_ids, prompt_mask = (t.to(device) for t in generation.pack_prompts(encoded, tokenizer.pad_token_id))
     output = generation.generate(model, prompt_ids, prompt_mask, 1, max_new_tokens, eos_token_ids(model, tokenizer),
-                                 tokenizer.pad_token_id, temperature)
+                                 tokenizer.pad_token_id, temperature, bf16=bf16)
     return tokenizer.batch_decode(output, skip_special_tokens=True)
 
 

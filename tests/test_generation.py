@@ -115,18 +115,48 @@ def test_packed_weights_with_the_adapter_merged_give_the_same_greedy_text(tiny_m
     assert len(generation._packable_linears(model)) == 2 * 7 + 1  # every projection, and the LM head
     args = (model, prompt_ids, prompt_mask, 1, 16, [], tokenizer.pad_token_id)
 
-    packed = generation.generate(*args, temperature=0)
+    packed = generation.generate(*args, temperature=0, bf16=False)
     plain = generation.generate(*args, temperature=0, packed_weights=False)
     with model.disable_adapter():
         without_adapter = generation.generate(*args, temperature=0, packed_weights=False)
     assert torch.equal(packed, plain)
     assert not torch.equal(plain, without_adapter)
-    with generation._packed_linear_weights(model):
-        packed_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
     with torch.no_grad():
+        with generation._packed_linear_weights(model, bf16=False):
+            packed_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
+        with generation._packed_linear_weights(model, bf16=True):
+            bf16_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
         plain_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
+        with model.disable_adapter():
+            logits_without_adapter = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
     assert torch.allclose(packed_logits, plain_logits, atol=1e-4)
+    # bf16 products round each layer's inputs to 8 significant bits: close to fp32, and far closer to
+    # it than the model without its adapter is (so the bf16 copies have the adapter merged in too).
+    bf16_error = (bf16_logits - plain_logits).abs().mean()
+    adapter_effect = (logits_without_adapter - plain_logits).abs().mean()
+    assert bf16_error < 0.05 * adapter_effect
     assert all("forward" not in vars(m) for m in model.modules())  # the model is given back as it was
+
+
+def test_bf16_decoding_samples_from_nearly_the_distribution_fp32_gives(bundled_model_dir):
+    """bf16 products cannot give fp32's tokens bit for bit; on the bundled model their next-token
+    distribution stays within a thousandth of a nat of fp32's on average, along a whole reply."""
+    model, tokenizer = load_for_inference(str(bundled_model_dir))
+    text = render_prompt(tokenizer, [{"role": "user", "content": "What is 17 + 25? Think step by step."}])
+    prompt_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    reply = generation.generate(model, prompt_ids, torch.ones_like(prompt_ids), 1, 48, [], tokenizer.pad_token_id,
+                                temperature=0, bf16=False)
+    whole = torch.cat([prompt_ids, reply], 1)
+    with torch.no_grad():
+        with generation._packed_linear_weights(model, bf16=False):
+            fp32 = model(input_ids=whole).logits.log_softmax(-1)
+        with generation._packed_linear_weights(model, bf16=True):
+            bf16 = model(input_ids=whole).logits.float().log_softmax(-1)
+    kl = (fp32.exp() * (fp32 - bf16)).sum(-1)
+    assert float(kl.mean()) < 0.003 and float(kl.max()) < 0.05
+    assert (fp32.argmax(-1) == bf16.argmax(-1)).float().mean() > 0.95
+    assert generation.decodes_in_bf16(model, True) and not generation.decodes_in_bf16(model, False)
+    assert not generation.decodes_in_bf16(model.to(torch.bfloat16), True)  # only fp32 weights are packed
 
 
 def test_attention_over_a_shared_context_equals_attention_over_each_rows_own_copy():

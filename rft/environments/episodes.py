@@ -162,8 +162,9 @@ def environment_answer(runtime: EnvironmentRuntime, episode_id: int, reply: str,
 
 @torch.no_grad()
 def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dict], sampling: SamplingConfig,
-         limits: EnvironmentConfig, runtime: EnvironmentRuntime) -> EpisodeBatch:
-    """G episodes for each prompt (its chat messages and its dataset row), played to their ends.
+         limits: EnvironmentConfig, runtime: EnvironmentRuntime, bf16: bool | None = None) -> EpisodeBatch:
+    """G episodes for each prompt (its chat messages and its dataset row), played to their ends
+    (bf16 as in rft.generation.generate).
 
     The G episodes of a prompt must start alike (GRPO compares them), so reset() must return the same
     text for each; an episode whose reset differs from its group's first fails. An environment's
@@ -213,7 +214,7 @@ def play(model, tokenizer, prompt_messages: list[list[dict]], examples: list[dic
         started = time.perf_counter()
         replies, kept = generation.continue_sequences(
             model, [caches[i] for i in live], [pending[i] for i in live], max(budgets), eos_ids,
-            tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
+            tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k, bf16=bf16)
         if device.type == "cuda":
             torch.cuda.synchronize()
         generate_seconds += time.perf_counter() - started

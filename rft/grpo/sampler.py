@@ -116,8 +116,10 @@ def prefill_shared_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
 
 
 @torch.no_grad()
-def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingConfig) -> Rollout:
-    """G completions for each prompt, sampled in one batch over a shared prompt prefill."""
+def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingConfig,
+                 bf16: bool | None = None) -> Rollout:
+    """G completions for each prompt, sampled in one batch over a shared prompt prefill (bf16 as in
+    rft.generation.generate)."""
     group = sampling.num_generations
     device = next(model.parameters()).device
     encoded = [tokenizer(text, add_special_tokens=False).input_ids for text in prompt_texts]
@@ -125,7 +127,8 @@ def sample_group(model, tokenizer, prompt_texts: list[str], sampling: SamplingCo
     eos_ids = eos_token_ids(model, tokenizer)
     started = time.perf_counter()
     completion_ids = generation.generate(model, prompt_ids, prompt_mask, group, sampling.max_completion_length, eos_ids,
-                                         tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k)
+                                         tokenizer.pad_token_id, sampling.temperature, sampling.top_p, sampling.top_k,
+                                         bf16=bf16)
     if device.type == "cuda":
         torch.cuda.synchronize()
     generate_seconds = time.perf_counter() - started

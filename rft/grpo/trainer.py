@@ -242,7 +242,10 @@ class Trainer:
         weights = f"4-bit NF4 weights, {base.dtype} compute" if cfg.model.load_in_4bit else str(base.dtype)
         self.writer.log(f"model {cfg.model.name_or_path} on {self.device} ({weights}); "
                         f"trainable {trainable:,} of {total:,} parameters")
-        self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}")
+        self.bf16_decoding = generation.decodes_in_bf16(self.model, models.cpu_bf16_matmuls(self.device,
+                                                                                              cfg.model.dtype))
+        self.writer.log(f"generation: {generation.PATH_DESCRIPTIONS[generation.generation_path(self.model)]}"
+                        + ("; linear layers in bf16 (this CPU multiplies bf16 natively)" if self.bf16_decoding else ""))
         self.prompts = self._prepare_prompts()
         self.environment = self._start_environment()
         self.held_out_rows = datasets.load_held_out_rows(cfg.data) if cfg.schedule.eval_every else []
@@ -425,7 +428,8 @@ class Trainer:
         """A group of completions (or episodes) for each prompt, and every reward function's scores of them."""
         self.model.eval()
         if self.environment is None:
-            rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], self.config.sampling)
+            rollout = sample_group(self.model, self.tokenizer, [p.text for p in prompts], self.config.sampling,
+                                   bf16=self.bf16_decoding)
         else:
             prompts, rollout = self.play_episodes(prompts, step, timings)
         group = self.config.sampling.num_generations
@@ -458,7 +462,7 @@ class Trainer:
         cfg = self.config
         batch = environment_episodes.play(
             self.model, self.tokenizer, [p.messages for p in prompts], [p.example for p in prompts], cfg.sampling,
-            cfg.environment, self.environment)
+            cfg.environment, self.environment, bf16=self.bf16_decoding)
         timings["environment"] += batch.environment_seconds
         failed = [episode.problem for episode in batch.episodes if episode.problem]
         if failed:
