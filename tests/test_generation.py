@@ -212,3 +212,13 @@ def test_the_default_sampler_draws_from_the_same_distribution_as_multinomial():
         expected = probs[kept].double() * draws
         chi_square = float(((counts[kept] - expected) ** 2 / expected).sum())
         assert chi_square < 45.3, (multinomial, chi_square)  # the 99.9% quantile at 19 degrees of freedom
+
+
+def test_model_dtype_float32_keeps_a_runs_generation_in_fp32(tiny_run_dir):
+    from rft import models
+
+    log = (tiny_run_dir / "logs.txt").read_text()  # a run with model.dtype: float32
+    assert "generation: the rollout decode loop" in log and "in bf16" not in log
+    cpu = torch.device("cpu")
+    assert not models.cpu_bf16_matmuls(cpu, "float32")
+    assert models.cpu_bf16_matmuls(cpu, "auto") == models.cpu_has_native_bf16()

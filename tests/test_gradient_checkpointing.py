@@ -8,7 +8,7 @@ from rft.config import LoraConfig, ModelConfig, SamplingConfig
 from rft.data import render_prompt
 from rft.grpo.sampler import completion_logprobs, sample_group
 from rft.grpo.trainer import train
-from rft.models import load_base_model, load_tokenizer, wrap_with_lora
+from rft.models import cpu_has_native_bf16, load_base_model, load_tokenizer, wrap_with_lora
 from rft.runs import read_metrics, read_sft_metrics, read_status
 from test_sft import arithmetic_config
 from test_trainer_e2e import prompts_file, tiny_config  # noqa: F401 (a fixture)
@@ -59,7 +59,9 @@ def test_a_grpo_run_with_checkpointing(tmp_path, tiny_model_dir, prompts_file):
     metrics = read_metrics(run_dir)
     assert metrics["step"].tolist() == [1, 2, 3]
     assert (metrics["grad_norm"] > 0).all()
-    assert "generation: the rollout decode loop" in (run_dir / "logs.txt").read_text()
+    log = (run_dir / "logs.txt").read_text()
+    assert "generation: the rollout decode loop" in log
+    assert ("linear layers in bf16" in log) == cpu_has_native_bf16()  # model.dtype auto: where the CPU has it
 
 
 @pytest.mark.slow
