@@ -240,7 +240,7 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats
     torch.multinomial as generate() does: the three make the random numbers drawn, and so the
     tokens, the same as generate()'s for the same seed. Packed weights change the logits by
     rounding only, and the default sampler draws from the same distribution (see _pick and
-    tests/test_generation.py). bf16: the decoder's products in bf16 (see the module's docstring);
+    tests/test_generation.py). bf16: the linear layers' products in bf16 (see the module's docstring);
     None chooses them where the CPU has native bf16 matmuls.
     """
     if not _has_plain_cache(model):
@@ -458,8 +458,8 @@ def _decode_attention(model):
 
 
 def decodes_in_bf16(model, bf16: bool | None = None) -> bool:
-    """Whether the decode loop runs the decoder's products in bf16: asked for (bf16=True), or chosen
-    (None) where the CPU has native bf16 matmuls; only ever for fp32 weights it packs."""
+    """Whether the decode loop runs the linear layers' products in bf16: asked for (bf16=True), or
+    chosen (None) where the CPU has native bf16 matmuls; only ever for fp32 weights it packs."""
     if bf16 is None:
         bf16 = models.cpu_has_native_bf16()
     return bf16 and bool(_packable_linears(model))
