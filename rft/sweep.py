@@ -13,6 +13,7 @@ and is written next to the runs as <name>.sweep.json and <name>.sweep.md.
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import math
@@ -122,16 +123,18 @@ def summary_row(label: str, checkpoint: str, evaluator: tasks.Evaluator, summary
 def compare_evaluation_files(paths: list[str | Path]) -> str:
     """The table of saved evaluations (`python -m rft eval ... --out FILE.json`), each against the first.
 
-    The files must be of one task and, for a paired change, of the same held-out items."""
+    The files must be of one task and, for a paired change, of the same held-out items. A file may
+    be gzipped (FILE.json.gz), as the README's committed Wordle evaluations are."""
     rows = []
     for path in paths:
-        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+        summary = json.loads(gzip.decompress(Path(path).read_bytes()) if str(path).endswith(".gz")
+                             else Path(path).read_text(encoding="utf-8"))
         task = "arithmetic" if "problems" in summary else "wordle"
         if rows and task != rows[0]["task"]:
             raise ValueError(f"{path}: a {task} evaluation cannot be compared with a {rows[0]['task']} one")
         if task == "arithmetic" and rows and [d["expression"] for d in summary["details"]] != rows[0]["items"]:
             raise ValueError(f"{path}: other problems than {paths[0]} (use the same --problems and --seed)")
-        label = Path(path).stem
+        label = Path(path).name.removesuffix(".gz").removesuffix(".json")
         row = summary_row(label, summary.get("adapter") or "base model", tasks.task(task).evaluator, summary)
         row.update(task=task, items=[d.get("expression") for d in summary["details"]])
         rows.append(row)

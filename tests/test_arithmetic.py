@@ -1,5 +1,6 @@
 """The arithmetic task: generated problems, worked answers, rewards, and the evaluator."""
 
+import gzip
 import json
 import random
 
@@ -136,6 +137,10 @@ def test_sampled_evaluation_reports_pass_at_k_and_the_files_compare(tiny_model_d
     assert rft_main(["eval-diff", *map(str, outs)]) == 0
     table = capsys.readouterr().out
     assert "| b | base model | accuracy |" in table and "+0.0%" in table  # same model, same problems
+    zipped = tmp_path / "b.json.gz"
+    zipped.write_bytes(gzip.compress(outs[1].read_bytes()))
+    assert rft_main(["eval-diff", str(outs[0]), str(zipped)]) == 0
+    assert capsys.readouterr().out == table
 
     other = tmp_path / "other.json"
     assert main(["--model", str(tiny_model_dir), "--problems", "3", "--seed", "1", "--max-new-tokens", "2",
