@@ -7,6 +7,7 @@ interval cannot say whether a run helped, so these are used wherever a rate is s
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 Z_95 = 1.959964
@@ -73,6 +74,38 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool]) -> tuple[fl
     corrected = cross - n / 2 if cross > n / 2 else min(cross, 0)
     phi = 0.0 if margins == 0 else corrected / math.sqrt(margins)
     return difference_interval((both + only_before, n), (both + only_after, n), phi)
+
+
+def cluster_bootstrap_mean(clusters: Sequence[Sequence[float]], resamples: int = 4000,
+                           seed: int = 0) -> tuple[float, float, float]:
+    """(mean of every value, low, high): the 95% percentile-bootstrap interval that resamples whole
+    clusters, for scores that are not independent within a cluster (the turns of one Wordle game)."""
+    mean = _pooled_mean(clusters, range(len(clusters)))
+    draws = _bootstrap(len(clusters), resamples, seed, lambda picked: _pooled_mean(clusters, picked))
+    return mean, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+
+
+def paired_cluster_bootstrap_difference(before: Sequence[Sequence[float]], after: Sequence[Sequence[float]],
+                                        resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """(after's mean - before's, low, high) for clusters paired by position (the same secret played by
+    two checkpoints): each resample picks the same clusters from both, so what the items share cancels."""
+    if len(before) != len(after) or not before:
+        raise ValueError("paired_cluster_bootstrap_difference needs the same, non-empty list of clusters twice")
+    every = range(len(before))
+    difference = _pooled_mean(after, every) - _pooled_mean(before, every)
+    draws = _bootstrap(len(before), resamples, seed,
+                       lambda picked: _pooled_mean(after, picked) - _pooled_mean(before, picked))
+    return difference, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+
+
+def _pooled_mean(clusters: Sequence[Sequence[float]], picked) -> float:
+    values = [value for index in picked for value in clusters[index]]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _bootstrap(count: int, resamples: int, seed: int, statistic) -> list[float]:
+    generator = random.Random(seed)
+    return sorted(statistic([generator.randrange(count) for _ in range(count)]) for _ in range(resamples))
 
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:

@@ -25,7 +25,13 @@ import yaml
 
 from rft import tasks
 from rft.config import ConfigError, RunConfig
-from rft.stats import difference_interval, paired_difference, wilson_interval
+from rft.stats import (
+    cluster_bootstrap_mean,
+    difference_interval,
+    paired_cluster_bootstrap_difference,
+    paired_difference,
+    wilson_interval,
+)
 
 @dataclass(frozen=True)
 class SweepPoint:
@@ -124,8 +130,9 @@ def compare_evaluation_files(paths: list[str | Path]) -> str:
     """The table of saved evaluations (`python -m rft eval ... --out FILE.json`), each against the first.
 
     The files must be of one task and, for a paired change, of the same held-out items. A file may
-    be gzipped (FILE.json.gz), as the README's committed Wordle evaluations are."""
-    rows = []
+    be gzipped (FILE.json.gz), as the README's committed Wordle evaluations are. Wordle files get a
+    second table: each reward function's mean per turn (reward_means_table)."""
+    rows, games = [], []
     for path in paths:
         summary = json.loads(gzip.decompress(Path(path).read_bytes()) if str(path).endswith(".gz")
                              else Path(path).read_text(encoding="utf-8"))
@@ -138,7 +145,36 @@ def compare_evaluation_files(paths: list[str | Path]) -> str:
         row = summary_row(label, summary.get("adapter") or "base model", tasks.task(task).evaluator, summary)
         row.update(task=task, items=[d.get("expression") for d in summary["details"]])
         rows.append(row)
+        games.append(summary["details"])
+    if rows[0]["task"] == "wordle":
+        return format_table(rows) + "\n\n" + reward_means_table([row["point"] for row in rows], games)
     return format_table(rows)
+
+
+def reward_means_table(labels: list[str], games: list[list[dict]]) -> str:
+    """Markdown: each Wordle evaluation's mean reward per turn, function by function, with a 95%
+    interval that resamples whole games (a game's turns follow from each other), and its change from
+    the first evaluation, paired by secret when both played the same secrets."""
+    def per_game(evaluation: list[dict], name: str) -> list[list[float]]:
+        return [[turn["rewards"][name] for turn in game["turns"]] for game in evaluation]
+
+    names = list(games[0][0]["turns"][0]["rewards"]) if games[0] and games[0][0]["turns"] else []
+    lines = ["| point | reward function | mean per turn | 95% interval | change from start (95% interval) |",
+             "|---|---|---:|---|---|"]
+    for name in names:
+        start = per_game(games[0], name)
+        for label, evaluation in zip(labels, games, strict=True):
+            clusters = per_game(evaluation, name)
+            mean, low, high = cluster_bootstrap_mean(clusters)
+            change = ""
+            if evaluation is not games[0]:
+                same_secrets = [game["secret"] for game in evaluation] == [game["secret"] for game in games[0]]
+                if same_secrets:
+                    change = "{:+.3f} ({:+.3f} to {:+.3f})".format(*paired_cluster_bootstrap_difference(start, clusters))
+                else:
+                    change = "other secrets: not paired"
+            lines.append(f"| {label} | {name} | {mean:.3f} | {low:.3f} to {high:.3f} | {change} |")
+    return "\n".join(lines)
 
 
 def change_from_start(start: dict, row: dict) -> tuple[float, float, float]:

@@ -1,8 +1,17 @@
 import math
+import random
 
 import pytest
 
-from rft.stats import difference_interval, paired_difference, pass_at_k, wilson_interval
+from rft.stats import (
+    cluster_bootstrap_mean,
+    difference_interval,
+    mean_interval,
+    paired_cluster_bootstrap_difference,
+    paired_difference,
+    pass_at_k,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_on_hand_computed_values():
@@ -43,3 +52,34 @@ def test_pass_at_k_is_the_unbiased_estimator():
     assert pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))  # 0.5
     with pytest.raises(ValueError):
         pass_at_k(4, 1, 8)
+
+
+def test_cluster_bootstrap_agrees_with_the_normal_interval_for_independent_scores():
+    generator = random.Random(4)
+    scores = [generator.gauss(0.3, 1.0) for _ in range(400)]
+    mean, low, high = cluster_bootstrap_mean([[score] for score in scores])
+    normal_mean, normal_low, normal_high = mean_interval(scores)
+    assert mean == pytest.approx(normal_mean)
+    assert high - low == pytest.approx(normal_high - normal_low, rel=0.1)
+    assert low < mean < high
+
+
+def test_cluster_bootstrap_is_wider_when_a_clusters_scores_move_together():
+    """Six turns of one game that all score alike carry one game's information, not six turns'."""
+    generator = random.Random(5)
+    alike = [[generator.gauss(0, 1)] * 6 for _ in range(100)]
+    independent = [[generator.gauss(0, 1) for _ in range(6)] for _ in range(100)]
+    width = [high - low for _, low, high in map(cluster_bootstrap_mean, (alike, independent))]
+    assert width[0] > 2 * width[1]
+
+
+def test_paired_cluster_difference_cancels_what_the_items_share():
+    generator = random.Random(6)
+    difficulty = [generator.gauss(0, 2) for _ in range(100)]
+    before = [[d + generator.gauss(0, 0.1) for _ in range(6)] for d in difficulty]
+    after = [[d + 0.2 + generator.gauss(0, 0.1) for _ in range(6)] for d in difficulty]
+    difference, low, high = paired_cluster_bootstrap_difference(before, after)
+    assert difference == pytest.approx(0.2, abs=0.02)
+    assert 0.15 < low < difference < high < 0.25  # unpaired, the games' spread (2.0) would swamp 0.2
+    with pytest.raises(ValueError):
+        paired_cluster_bootstrap_difference(before, after[:-1])

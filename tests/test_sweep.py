@@ -1,6 +1,7 @@
 """The sweep runner: a grid of configs, one run each, evaluated on the same held-out items, one table."""
 
 import json
+import re
 
 import pytest
 
@@ -15,6 +16,32 @@ def test_the_change_from_the_start_is_paired_over_the_same_problems():
     assert difference == pytest.approx(0.3) and low < 0.3 < high
     unpaired = {**better, "paired": False}
     assert change_from_start(start, unpaired)[1] < low  # independent samples: a wider interval
+
+
+
+def wordle_summary(secrets: list[str], feedback_use: list[float]) -> dict:
+    """An evaluation file's summary as `python -m rft eval wordle --out` writes it: six turns a game."""
+    games = [{"secret": secret, "won": False, "num_guesses": 6,
+              "turns": [{"invalid": turn % 2 == 1, "rewards": {"output_format_check": 1.0, "uses_previous_feedback": use}}
+                        for turn in range(6)]} for secret, use in zip(secrets, feedback_use)]
+    return {"games": len(games), "details": games}
+
+
+def test_wordle_evaluations_compare_their_reward_means_paired_by_secret(tmp_path, capsys):
+    secrets = [f"SEC{i:02d}" for i in range(20)]
+    start = [-0.1 * (i % 5) for i in range(20)]
+    files = {"warm": wordle_summary(secrets, start), "later": wordle_summary(secrets, [u - 0.1 for u in start]),
+             "elsewhere": wordle_summary([s[::-1] for s in secrets], start)}
+    for name, summary in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(summary))
+    assert main(["eval-diff", *(str(tmp_path / f"{name}.json") for name in files)]) == 0
+    table = capsys.readouterr().out
+    assert "| warm | base model | valid guesses | 50.0% |" in table
+    # Every game lost the same 0.1: paired by secret, the change is certain; the mean itself is not.
+    low, high = map(float, re.search(r"\| later \| uses_previous_feedback \| -0\.300 \| (\S+) to (\S+) \| "
+                                      r"-0\.100 \(-0\.100 to -0\.100\) \|", table).groups())
+    assert low < -0.3 < high
+    assert "| elsewhere | uses_previous_feedback | -0.200 |" in table and "other secrets: not paired" in table
 
 
 def test_a_grid_gives_every_combination():
