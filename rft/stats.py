@@ -81,8 +81,7 @@ def cluster_bootstrap_mean(clusters: Sequence[Sequence[float]], resamples: int =
     """(mean of every value, low, high): the 95% percentile-bootstrap interval that resamples whole
     clusters, for scores that are not independent within a cluster (the turns of one Wordle game)."""
     mean = _pooled_mean(clusters, range(len(clusters)))
-    draws = _bootstrap(len(clusters), resamples, seed, lambda picked: _pooled_mean(clusters, picked))
-    return mean, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+    return mean, *_bootstrap_interval(len(clusters), resamples, seed, lambda picked: _pooled_mean(clusters, picked))
 
 
 def paired_cluster_bootstrap_difference(before: Sequence[Sequence[float]], after: Sequence[Sequence[float]],
@@ -93,9 +92,8 @@ def paired_cluster_bootstrap_difference(before: Sequence[Sequence[float]], after
         raise ValueError("paired_cluster_bootstrap_difference needs the same, non-empty list of clusters twice")
     every = range(len(before))
     difference = _pooled_mean(after, every) - _pooled_mean(before, every)
-    draws = _bootstrap(len(before), resamples, seed,
-                       lambda picked: _pooled_mean(after, picked) - _pooled_mean(before, picked))
-    return difference, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+    return difference, *_bootstrap_interval(len(before), resamples, seed,
+                                            lambda picked: _pooled_mean(after, picked) - _pooled_mean(before, picked))
 
 
 def _pooled_mean(clusters: Sequence[Sequence[float]], picked) -> float:
@@ -103,9 +101,11 @@ def _pooled_mean(clusters: Sequence[Sequence[float]], picked) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _bootstrap(count: int, resamples: int, seed: int, statistic) -> list[float]:
+def _bootstrap_interval(count: int, resamples: int, seed: int, statistic) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of `statistic` over `resamples` draws of `count` cluster indices."""
     generator = random.Random(seed)
-    return sorted(statistic([generator.randrange(count) for _ in range(count)]) for _ in range(resamples))
+    draws = sorted(statistic([generator.randrange(count) for _ in range(count)]) for _ in range(resamples))
+    return draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
 
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:
