@@ -460,9 +460,11 @@ def _decode_attention(model):
 def decodes_in_bf16(model, bf16: bool | None = None) -> bool:
     """Whether the decode loop runs the linear layers' products in bf16: asked for (bf16=True), or
     chosen (None) where the CPU has native bf16 matmuls; only ever for fp32 weights it packs."""
-    if bf16 is None:
-        bf16 = models.cpu_has_native_bf16()
-    return bf16 and bool(_packable_linears(model))
+    return _bf16_asked(bf16) and bool(_packable_linears(model))
+
+
+def _bf16_asked(bf16: bool | None) -> bool:
+    return models.cpu_has_native_bf16() if bf16 is None else bf16
 
 
 @contextlib.contextmanager
@@ -471,7 +473,7 @@ def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None
     a LoRA layer's copy has its active adapters merged in (W + scale * B A), so it is one product.
     With bf16 the copies are bf16, and so are the products' inputs (see the module's docstring)."""
     linears = _packable_linears(model) if enabled else []
-    in_bf16 = enabled and decodes_in_bf16(model, bf16)
+    in_bf16 = bool(linears) and _bf16_asked(bf16)
     for module in linears:
         weight = _effective_weight(module)
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.bfloat16() if in_bf16 else weight, None)
