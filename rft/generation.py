@@ -19,6 +19,8 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
 - on CPU, multiplies by weights packed once per call into oneDNN's blocked layout, with a LoRA
   adapter merged in: MKL's plain product reached 34-44 GFLOP/s on the 49k-row LM head at 32-64
   rows where the packed one reached 77-103, and the merge removes the adapter's extra products;
+- for Llama-family models, computes each decode step with `LlamaDecodeStep`: the same function as
+  the model's forward in far fewer operations, which is what a step of a few rows costs;
 - on a CPU with native bf16 matmuls (AVX512-BF16, AMX), packs the weights in bf16 and runs the
   linear layers' products in bf16, which halves the bytes every step reads and doubles their
   arithmetic rate. The residual stream, the KV cache and attention stay fp32; the logits are
@@ -32,6 +34,7 @@ fall back to generate(); `generation_path` says which path a model takes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -155,12 +158,16 @@ class SharedContext:
         slot = earlier_of_same.gather(1, self.row_context[:, None]).squeeze(1) - 1
         self.width = int(slot.max()) + 1 if len(slot) else 1
         self.flat_index = self.row_context * self.width + slot
-        self.row_mask = self.mask[self.row_context][:, None, None, :]  # [B, 1, 1, Lc]
+        # A batch as generate() starts it (each context's rows together, as many for each) needs no
+        # scatter into the per-context layout, and unpadded contexts no mask.
+        self.in_order = len(slot) == contexts * self.width and torch.equal(
+            self.flat_index, torch.arange(len(slot), device=slot.device))
+        self.row_mask = None if self.mask.all() else self.mask[self.row_context][:, None, None, :]  # [B, 1, 1, Lc]
 
     def scores(self, stacked_queries: torch.Tensor, layer: int) -> torch.Tensor:
         """q k^T over the context, unscaled and masked: [B, Hkv, g, D] -> [B, Hkv, g, Lc]."""
-        per_context = torch.matmul(self._by_context(stacked_queries), self.keys[layer].transpose(-1, -2))
-        return self._by_row(per_context).masked_fill(~self.row_mask, float("-inf"))
+        scores = self._by_row(torch.matmul(self._by_context(stacked_queries), self.keys[layer].transpose(-1, -2)))
+        return scores if self.row_mask is None else scores.masked_fill(~self.row_mask, float("-inf"))
 
     def weighted_values(self, weights: torch.Tensor, layer: int) -> torch.Tensor:
         """weights v over the context: [B, Hkv, g, Lc] -> [B, Hkv, g, D]."""
@@ -175,19 +182,138 @@ class SharedContext:
     def _by_context(self, per_row: torch.Tensor) -> torch.Tensor:
         """[B, Hkv, g, X] -> [C, Hkv, width * g, X], each context's rows side by side (zeros where it has fewer)."""
         rows, kv_heads, groups, last = per_row.shape
-        padded = per_row.new_zeros(len(self.mask) * self.width, kv_heads, groups, last)
-        padded[self.flat_index] = per_row
-        return padded.view(-1, self.width, kv_heads, groups, last).transpose(1, 2).reshape(
+        if self.in_order:
+            padded = per_row
+        else:
+            padded = per_row.new_zeros(len(self.mask) * self.width, kv_heads, groups, last)
+            padded[self.flat_index] = per_row
+        return padded.reshape(-1, self.width, kv_heads, groups, last).transpose(1, 2).reshape(
             -1, kv_heads, self.width * groups, last)
 
     def _by_row(self, per_context: torch.Tensor) -> torch.Tensor:
         contexts, kv_heads, _, last = per_context.shape
         by_row = per_context.view(contexts, kv_heads, self.width, -1, last).transpose(1, 2)
-        return by_row.reshape(contexts * self.width, kv_heads, -1, last)[self.flat_index]
+        by_row = by_row.reshape(contexts * self.width, kv_heads, -1, last)
+        return by_row if self.in_order else by_row[self.flat_index]
 
 
 AttentionInterface.register(DECODE_ATTENTION, decode_attention)
 AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+
+
+@dataclass
+class FusedLayer:
+    """A decoder layer as LlamaDecodeStep computes it: its products (packed, q/k/v and gate/up fused)
+    and its norms' (weight, epsilon)."""
+
+    attention: torch.nn.Module  # for decode_attention: its layer_idx and scaling
+    input_norm: tuple[torch.Tensor, float]
+    qkv: Callable[[torch.Tensor], torch.Tensor]
+    o: Callable[[torch.Tensor], torch.Tensor]
+    post_norm: tuple[torch.Tensor, float]
+    gate_up: Callable[[torch.Tensor], torch.Tensor]
+    down: Callable[[torch.Tensor], torch.Tensor]
+
+
+class LlamaDecodeStep:
+    """One decode step of a Llama-family model (Llama, SmolLM, Mistral, Qwen2), written as the few
+    operations its equations need, for use with packed weights.
+
+    At a handful of rows a decode step is bound by per-operation overhead, not arithmetic: the
+    model's own forward spends ~75 tensor operations and a dozen module calls a layer (casts, views,
+    masks rebuilt each step, three query/key/value products, two MLP input products). This step
+    computes the same function with one product for q, k and v, one for the MLP's gate and up, each
+    RMS norm as one call, and rotary embedding as one roll (rotate_half(x) is roll(x, D/2) with the
+    first half negated), and runs attention through decode_attention over the columns written so
+    far (every row has written the same ones, so no mask). The
+    products are the packed copies `_packed_linear_weights` uses, so its numerics are the model's
+    own up to the order of float additions (tests/test_generation.py compares the two).
+    """
+
+    MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+    @classmethod
+    def covers(cls, model) -> bool:
+        """Whether `model` is of a Llama-family architecture this step computes exactly, with every
+        linear layer packed (an adapter kind that cannot be merged, such as DoRA, keeps its own)."""
+        config = model.config
+        if config.model_type not in cls.MODEL_TYPES or config.hidden_act != "silu" \
+                or getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) > 1:
+            return False
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        packed = {id(module) for module in _packable_linears(model)}
+        used = [base.lm_head] + [module for layer in base.model.layers for module in (
+            layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+            layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
+        return all(id(module) in packed for module in used)
+
+    def __init__(self, model, bf16: bool):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = base.config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.embed_tokens, self.rotary_emb = base.model.embed_tokens, base.model.rotary_emb
+        self.final_norm = (base.model.norm.weight, base.model.norm.variance_epsilon)
+        self.lm_head = base.lm_head.forward  # the packed product `_packed_linear_weights` installed
+        half = self.head_dim // 2
+        self.rotate_sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(next(model.parameters()).device)
+        self.layers = [self._layer(layer, bf16) for layer in base.model.layers]
+
+    @staticmethod
+    def _layer(layer, bf16: bool) -> FusedLayer:
+        attention, mlp = layer.self_attn, layer.mlp
+        qkv = [attention.q_proj, attention.k_proj, attention.v_proj]
+        biases = [_bias(module) for module in qkv]
+        qkv_bias = torch.cat(biases) if all(b is not None for b in biases) else None
+        return FusedLayer(
+            attention=attention,
+            input_norm=(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
+            qkv=_packed_product(torch.cat([_effective_weight(m) for m in qkv]), qkv_bias, bf16),
+            o=attention.o_proj.forward,
+            post_norm=(layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
+            gate_up=_packed_product(torch.cat([_effective_weight(mlp.gate_proj), _effective_weight(mlp.up_proj)]),
+                                    None, bf16),
+            down=mlp.down_proj.forward,
+        )
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, step: int,
+                 cache: StaticCache, context: SharedContext) -> torch.Tensor:
+        """The next-token logits [B, V] (fp32) after feeding `tokens` [B] at `positions` [B], the rows'
+        token number `step`: their keys and values go to `cache`, at that column. Every row has written
+        columns 0..step, so attention reads those and needs no mask (`attention_mask` is the model's)."""
+        rows, heads, kv_heads, head_dim = len(tokens), self.heads, self.kv_heads, self.head_dim
+        x = self.embed_tokens(tokens)
+        cos, sin = self.rotary_emb(x, positions[:, None])  # [B, 1, D]: broadcast over the heads below
+        signed_sin = sin * self.rotate_sign
+        hidden = (x.shape[-1],)
+        for index, layer in enumerate(self.layers):
+            qkv = layer.qkv(torch.nn.functional.rms_norm(x, hidden, *layer.input_norm))
+            query_key = qkv[:, :(heads + kv_heads) * head_dim].view(rows, heads + kv_heads, head_dim)
+            query_key = query_key * cos + query_key.roll(head_dim // 2, -1) * signed_sin
+            new_values = qkv[:, (heads + kv_heads) * head_dim:].view(rows, kv_heads, 1, head_dim)
+            keys, values = cache.layers[index].update(query_key[:, heads:, None], new_values)
+            attention, _ = decode_attention(layer.attention, query_key[:, :heads, None], keys[:, :, :step + 1],
+                                            values[:, :, :step + 1], None, scaling=layer.attention.scaling,
+                                            shared_context=context)
+            x = x + layer.o(attention.reshape(rows, heads * head_dim))
+            gate_up = layer.gate_up(torch.nn.functional.rms_norm(x, hidden, *layer.post_norm))
+            gate, up = gate_up.chunk(2, -1)
+            x = x + layer.down(torch.nn.functional.silu(gate) * up)
+        return self.lm_head(torch.nn.functional.rms_norm(x, hidden, *self.final_norm)).float()
+
+
+class ModelDecodeStep:
+    """The model's own forward as a decode step (any model the decode loop covers), with
+    LlamaDecodeStep's signature."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, step: int,
+                 cache: StaticCache, context: SharedContext) -> torch.Tensor:
+        logits = self.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+                            past_key_values=cache, use_cache=True, logits_to_keep=1, shared_context=context).logits
+        return logits[:, -1].float()
 
 
 PATH_DESCRIPTIONS = {
@@ -246,17 +372,18 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats
     if not _has_plain_cache(model):
         return _generate_with_transformers(model, prompt_ids, prompt_mask, repeats, max_new_tokens, eos_ids, pad_id,
                                            temperature, top_p, top_k)
-    with _decode_attention(model), _packed_linear_weights(model, enabled=packed_weights, bf16=bf16):
+    with _decode_attention(model), _packed_linear_weights(model, enabled=packed_weights, bf16=bf16) as packed:
         prompt_cache, logits = prefill_prompts(model, prompt_ids, prompt_mask)
         row_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat_interleave(repeats)
         return _decode(model, prompt_cache, prompt_mask, row_prompt, logits[row_prompt, -1].float(), max_new_tokens,
                        eos_ids, pad_id, logits_warpers(temperature, top_p, top_k) if temperature > 0 else None, compact,
-                       multinomial=multinomial)
+                       multinomial=multinomial, packed=packed)
 
 
 def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch.Tensor, next_logits: torch.Tensor,
             max_new_tokens: int, eos_ids: list[int], pad_id: int, warpers: LogitsProcessorList | None,
-            compact: bool = True, on_leave=None, multinomial: bool = False) -> torch.Tensor:
+            compact: bool = True, on_leave=None, multinomial: bool = False,
+            packed: PackedWeights | None = None) -> torch.Tensor:
     """The decode loop: up to `max_new_tokens` tokens for each row, after its context: the prefilled
     cache and mask [C, Lc] of C distinct contexts, `row_context` [rows] the context of each row, and
     each row's next-token logits [rows, V]. The contexts stay shared (`SharedContext`); the rows'
@@ -267,6 +394,8 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
     device = context_mask.device
     rows = len(row_context)
     eos = torch.tensor(eos_ids, device=device)
+    forward = LlamaDecodeStep(model, packed.bf16) if packed and LlamaDecodeStep.covers(model) \
+        else ModelDecodeStep(model)
     context = SharedContext([layer.keys for layer in context_cache.layers],
                             [layer.values for layer in context_cache.layers], context_mask, row_context)
     del context_cache
@@ -305,9 +434,7 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
             active, tokens, positions = active[keep], tokens[keep], positions[keep]
             attention_mask, unfinished = attention_mask[keep], unfinished[keep]
         attention_mask[:, step] = 1
-        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
-                       past_key_values=cache, use_cache=True, logits_to_keep=1, shared_context=context).logits
-        next_logits = logits[:, -1].float()
+        next_logits = forward(tokens, positions, attention_mask, step, cache, context)
         positions = positions + 1
     if on_leave is not None:
         on_leave(output, active, torch.arange(len(active), device=device), keys_values)
@@ -351,7 +478,7 @@ def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[
     rows = len(new_ids)
     done: list[SequenceCache | None] = [None] * rows
     context_tokens = [(cache.tokens if cache else []) + ids for cache, ids in zip(caches, new_ids, strict=True)]
-    with _decode_attention(model), _packed_linear_weights(model, bf16=bf16):
+    with _decode_attention(model), _packed_linear_weights(model, bf16=bf16) as packed:
         if caches[0] is None:
             context_cache, context_mask, row_context, logits = _prefill_new(model, new_ids, pad_id, device)
         else:
@@ -366,7 +493,7 @@ def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[
                                                  keys, values)
 
         output = _decode(model, context_cache, context_mask, row_context, logits, max_new_tokens, eos_ids, pad_id,
-                         warpers, on_leave=keep_caches)
+                         warpers, on_leave=keep_caches, packed=packed)
     return [_reply(row, eos_ids) for row in output.tolist()], done
 
 
@@ -475,12 +602,9 @@ def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None
     linears = _packable_linears(model) if enabled else []
     in_bf16 = bool(linears) and _bf16_asked(bf16)
     for module in linears:
-        weight = _effective_weight(module)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.bfloat16() if in_bf16 else weight, None)
-        bias = module.get_base_layer().bias if _is_lora(module) else module.bias
-        module.forward = _packed_bf16_forward(packed, bias) if in_bf16 else _packed_forward(packed, bias)
+        module.forward = _packed_product(_effective_weight(module), _bias(module), in_bf16)
     try:
-        yield
+        yield PackedWeights(in_bf16) if linears else None
     finally:
         for module in linears:
             del module.forward
@@ -511,6 +635,10 @@ def _is_lora(module) -> bool:
     return hasattr(module, "lora_A") and hasattr(module, "get_base_layer")
 
 
+def _bias(module) -> torch.Tensor | None:
+    return module.get_base_layer().bias if _is_lora(module) else module.bias
+
+
 def _effective_weight(module) -> torch.Tensor:
     if not _is_lora(module):
         return module.weight.detach()
@@ -521,6 +649,19 @@ def _effective_weight(module) -> torch.Tensor:
         if name in module.lora_A:
             weight = weight + module.get_delta_weight(name).detach()
     return weight
+
+
+@dataclass
+class PackedWeights:
+    """What `_packed_linear_weights` did: every linear layer multiplies by a packed copy, in bf16 or fp32."""
+
+    bf16: bool
+
+
+def _packed_product(weight: torch.Tensor, bias: torch.Tensor | None, bf16: bool):
+    """x -> x W^T + b by a copy of W packed once into oneDNN's blocked layout (bf16 products if asked)."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.bfloat16() if bf16 else weight, None)
+    return _packed_bf16_forward(packed, bias) if bf16 else _packed_forward(packed, bias)
 
 
 def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None):

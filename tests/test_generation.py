@@ -159,6 +159,80 @@ def test_bf16_decoding_samples_from_nearly_the_distribution_fp32_gives(bundled_m
     assert not generation.decodes_in_bf16(model.to(torch.bfloat16), True)  # only fp32 weights are packed
 
 
+def teacher_forced_logits(monkeypatch, model, prompt_ids, prompt_mask, repeats, forced, eos_ids, pad_id, fused,
+                          bf16):
+    """The decode loop's next-token logits at every step while it is fed `forced` [rows, steps] instead
+    of its samples, through LlamaDecodeStep (fused) or the model's own forward: a list, one [rows
+    still in the batch, V] per step (rows that fed an end token leave as the loop drops them)."""
+    logits_seen, active, ended = [], list(range(len(forced))), set()
+
+    def feed_forced(logits, warpers, multinomial=False):
+        nonlocal active
+        if len(logits) < len(active):
+            active = [row for row in active if row not in ended]
+        step = len(logits_seen)
+        logits_seen.append(logits.clone())
+        tokens = forced[active, step]
+        ended.update(row for row, token in zip(active, tokens.tolist()) if token in eos_ids)
+        return tokens
+
+    with monkeypatch.context() as patch:
+        patch.setattr(generation, "_pick", feed_forced)
+        if not fused:
+            patch.setattr(generation.LlamaDecodeStep, "covers", classmethod(lambda cls, model: False))
+        generation.generate(model, prompt_ids, prompt_mask, repeats, forced.shape[1], eos_ids, pad_id, temperature=0,
+                            bf16=bf16)
+    return logits_seen
+
+
+def test_the_llama_decode_step_computes_the_models_own_logits(tiny_model_dir, monkeypatch):
+    """The fused decode step (one product for q, k, v and one for gate and up, the adapter merged in)
+    gives the model's own next-token logits at every step: over padded prompts of different lengths,
+    their rows in the order generate() lays them out and, after two rows end, in the compacted batch."""
+    from rft.config import LoraConfig
+    from rft.models import wrap_with_lora
+
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    model = wrap_with_lora(model, LoraConfig(rank=4, alpha=8))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.eval()
+    assert generation.LlamaDecodeStep.covers(model)
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    end = tokenizer.eos_token_id
+    forced = torch.randint(3, len(tokenizer), (6, 12))
+    forced[forced == end] = 3
+    forced[1, 3] = forced[4, 5] = end  # two rows end: the batch is compacted after step 5
+    args = (model, prompt_ids, prompt_mask, 2, forced, [end], tokenizer.pad_token_id)
+
+    fused = teacher_forced_logits(monkeypatch, *args, fused=True, bf16=False)
+    own = teacher_forced_logits(monkeypatch, *args, fused=False, bf16=False)
+    assert [len(step) for step in fused] == [6] * 6 + [4] * 6
+    assert [step.shape for step in fused] == [step.shape for step in own]
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused, own))
+
+
+def test_the_llama_decode_step_in_bf16_stays_near_fp32s_distribution(bundled_model_dir, monkeypatch):
+    """In bf16 (products only: the residual stream and attention stay fp32) the fused step's
+    next-token distribution stays within a thousandth of a nat of the fp32 model's, along a sampled reply."""
+    model, tokenizer = load_for_inference(str(bundled_model_dir))
+    text = render_prompt(tokenizer, [{"role": "user", "content": "Write a short story about a cat."}])
+    prompt_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    prompt_mask = torch.ones_like(prompt_ids)
+    torch.manual_seed(0)
+    forced = generation.generate(model, prompt_ids, prompt_mask, 2, 40, [], tokenizer.pad_token_id, bf16=False)
+    args = (model, prompt_ids, prompt_mask, 2, forced, [], tokenizer.pad_token_id)
+
+    fp32 = torch.stack(teacher_forced_logits(monkeypatch, *args, fused=False, bf16=False)).log_softmax(-1)
+    bf16 = torch.stack(teacher_forced_logits(monkeypatch, *args, fused=True, bf16=True)).log_softmax(-1)
+    kl = (fp32.exp() * (fp32 - bf16)).sum(-1)
+    assert float(kl.mean()) < 0.003 and float(kl.max()) < 0.05
+    assert (fp32.argmax(-1) == bf16.argmax(-1)).float().mean() > 0.95
+
+
 def test_attention_over_a_shared_context_equals_attention_over_each_rows_own_copy():
     """Cascade attention: rows that share a context (in any order, after some rows left) get exactly
     the attention they would over their own copy of its keys followed by their own tokens."""
@@ -189,6 +263,18 @@ def test_attention_over_a_shared_context_equals_attention_over_each_rows_own_cop
     whole_values = torch.cat([values[copies], own_values], 2)
     whole_mask = torch.cat([context_mask[copies].bool()[:, None, None, :], own_mask], -1)
     plain, _ = generation.decode_attention(layer, query, whole_keys, whole_values, whole_mask, scaling=0.3)
+    assert torch.allclose(cascade, plain, atol=1e-6)
+    in_order = generation.SharedContext([keys], [values], context_mask, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert in_order.in_order and not shared.in_order
+    ordered_query, ordered_keys = torch.randn(6, heads, 1, head_dim), torch.randn(6, kv_heads, own_length, head_dim)
+    ordered_mask = own_mask[:1].expand(6, -1, -1, -1)
+    cascade, _ = generation.decode_attention(layer, ordered_query, ordered_keys, ordered_keys, ordered_mask, scaling=0.3,
+                                             shared_context=in_order)
+    copies = torch.tensor([0, 0, 1, 1, 2, 2])
+    plain, _ = generation.decode_attention(layer, ordered_query, torch.cat([keys[copies], ordered_keys], 2),
+                                           torch.cat([values[copies], ordered_keys], 2),
+                                           torch.cat([context_mask[copies].bool()[:, None, None, :], ordered_mask], -1),
+                                           scaling=0.3)
     assert torch.allclose(cascade, plain, atol=1e-6)
     row_keys, _ = shared.row_keys_values(2)  # kept row 3: context 0, unpadded
     assert torch.equal(row_keys[0], keys[0])
