@@ -60,10 +60,10 @@ def wordle_game() -> RunConfig:
 
     The warm start is the solver's games, learnt as conversations (its turns only): 192 of them
     took 24 min on the 2-core CPU (beside other jobs). A game is up to six replies, so a step of 2 prompts x 6 games
-    generates and trains on several times the tokens of a single-turn step: 6.4 min a step there
-    (2 min generating, 4.3 training), so 6 steps fit the hour. It trains on up to 12 x ~1,500
-    tokens at once: without gradient checkpointing the first step's activations took the whole
-    24 GB of that machine (the kernel killed the run); with it, the peak was 16.4 GB.
+    generates and trains on about 5x the tokens of a single-turn step, and costs about 5x: 101 to
+    118 s a step with bf16 on an AVX512-BF16 CPU (README, "The two modes side by side"; 6.4 min
+    on the machine the 6 steps were sized for). It trains on up to 12 x ~1,500 tokens at once:
+    gradient checkpointing keeps the peak at 6.4 GB and cost no time there (without it, 14.9 GB).
     """
     return RunConfig(
         name="wordle-game",
