@@ -233,19 +233,20 @@ class LlamaDecodeStep:
     MODEL_TYPES = ("llama", "mistral", "qwen2")
 
     @classmethod
-    def covers(cls, model) -> bool:
+    def covers(cls, model, packed: PackedWeights) -> bool:
         """Whether `model` is of a Llama-family architecture this step computes exactly, with every
-        linear layer packed (an adapter kind that cannot be merged, such as DoRA, keeps its own)."""
+        linear layer it uses among the `packed` ones (an adapter kind that cannot be merged, such as
+        DoRA, keeps its own forward)."""
         config = model.config
         if config.model_type not in cls.MODEL_TYPES or config.hidden_act != "silu" \
                 or getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) > 1:
             return False
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        packed = {id(module) for module in _packable_linears(model)}
+        packed_ids = {id(module) for module in packed.layers}
         used = [base.lm_head] + [module for layer in base.model.layers for module in (
             layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
             layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
-        return all(id(module) in packed for module in used)
+        return all(id(module) in packed_ids for module in used)
 
     def __init__(self, model, bf16: bool):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -394,7 +395,7 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
     device = context_mask.device
     rows = len(row_context)
     eos = torch.tensor(eos_ids, device=device)
-    forward = LlamaDecodeStep(model, packed.bf16) if packed and LlamaDecodeStep.covers(model) \
+    forward = LlamaDecodeStep(model, packed.bf16) if packed and LlamaDecodeStep.covers(model, packed) \
         else ModelDecodeStep(model)
     context = SharedContext([layer.keys for layer in context_cache.layers],
                             [layer.values for layer in context_cache.layers], context_mask, row_context)
@@ -604,7 +605,7 @@ def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None
     for module in linears:
         module.forward = _packed_product(_effective_weight(module), _bias(module), in_bf16)
     try:
-        yield PackedWeights(in_bf16) if linears else None
+        yield PackedWeights(linears, in_bf16) if linears else None
     finally:
         for module in linears:
             del module.forward
@@ -653,8 +654,9 @@ def _effective_weight(module) -> torch.Tensor:
 
 @dataclass
 class PackedWeights:
-    """What `_packed_linear_weights` did: every linear layer multiplies by a packed copy, in bf16 or fp32."""
+    """What `_packed_linear_weights` did: these layers multiply by packed copies, in bf16 or fp32."""
 
+    layers: list[torch.nn.Module]
     bf16: bool
 
 

@@ -179,7 +179,7 @@ def teacher_forced_logits(monkeypatch, model, prompt_ids, prompt_mask, repeats, 
     with monkeypatch.context() as patch:
         patch.setattr(generation, "_pick", feed_forced)
         if not fused:
-            patch.setattr(generation.LlamaDecodeStep, "covers", classmethod(lambda cls, model: False))
+            patch.setattr(generation.LlamaDecodeStep, "covers", classmethod(lambda cls, model, packed: False))
         generation.generate(model, prompt_ids, prompt_mask, repeats, forced.shape[1], eos_ids, pad_id, temperature=0,
                             bf16=bf16)
     return logits_seen
@@ -199,7 +199,8 @@ def test_the_llama_decode_step_computes_the_models_own_logits(tiny_model_dir, mo
             if "lora_B" in name:
                 param.normal_(0, 0.5)
     model.eval()
-    assert generation.LlamaDecodeStep.covers(model)
+    with generation._packed_linear_weights(model, bf16=False) as packed:
+        assert generation.LlamaDecodeStep.covers(model, packed)
     prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
     torch.manual_seed(0)
     end = tokenizer.eos_token_id
