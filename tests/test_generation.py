@@ -2,6 +2,7 @@
 greedy text after finished rows leave the batch, a distribution that compaction does not change,
 and the prompts' shared beginning computed once."""
 
+import pytest
 import torch
 
 from rft import generation
@@ -283,11 +284,14 @@ def test_attention_over_a_shared_context_equals_attention_over_each_rows_own_cop
     assert torch.equal(row_keys[0], keys[1][:, 3:])
 
 
-def test_the_default_sampler_draws_from_the_same_distribution_as_multinomial():
+@pytest.mark.parametrize("vocabulary", [50, 700])
+def test_the_default_sampler_draws_from_the_same_distribution_as_multinomial(vocabulary):
     """One uniform number per row against the cumulative distribution: each token as often as its
-    probability (a chi-square test, as torch.multinomial passes it), never one top-k removed."""
+    probability (a chi-square test, as torch.multinomial passes it), never one top-k removed. With
+    700 entries the 20 kept ones lie in three sampler blocks, among removed ones, and the last block
+    is padded."""
     torch.manual_seed(3)
-    vocabulary, draws = 50, 40000
+    draws = 40000
     logits = torch.randn(1, vocabulary) * 2
     warpers = generation.logits_warpers(0.8, top_k=20)
     probs = torch.softmax(warpers(None, logits.clone()), -1)[0]
