@@ -113,3 +113,30 @@ def test_every_loss_variant_matches_trls_compute_loss():
     assert [row["variant"] for row in rows] == list(VARIANTS)
     for row in rows:
         assert row["loss_diff"] <= TOLERANCE and row["grad_diff"] <= TOLERANCE, row
+
+
+def test_the_trl_reference_refuses_what_trl_cannot_reproduce_and_draws_our_prompts_in_order(tmp_path, tiny_model_dir):
+    from bench import trl_reference
+    from rft.grpo.trainer import Trainer
+    from rft.models import load_tokenizer
+    from rft.presets import preset_config
+
+    config = preset_config("arithmetic")
+    refused = " ".join(trl_reference.unsupported(config))
+    for setting in ("dynamic_sampling", "KL term after a warm start", "sft.enabled"):
+        assert setting in refused
+    config = config.with_overrides([f"model.name_or_path={tiny_model_dir}", "model.adapter=somewhere", "grpo.beta=0",
+                                    "grpo.dynamic_sampling=false", "schedule.max_steps=3",
+                                    "optim.gradient_accumulation_steps=2", "optim.prompts_per_step=2"])
+    config.sft.enabled = False
+    assert trl_reference.unsupported(config) == []
+
+    rows = trl_reference.prompt_rows(config, tmp_path / "reference")
+    (tmp_path / "ours").mkdir()
+    ours = Trainer(config, tmp_path / "ours")
+    ours.tokenizer = load_tokenizer(str(tiny_model_dir))
+    ours.prompts = ours._prepare_prompts()
+    expected = [record for step in (1, 2, 3) for micro in (0, 1) for record in ours.prompts_for(step, micro)]
+    assert len(rows) == 12
+    assert [row["prompt"] for row in rows] == [record.text for record in expected]
+    assert [row["answer"] for row in rows] == [record.example["answer"] for record in expected]
