@@ -43,7 +43,7 @@ from rft import models  # noqa: E402
 from rft.config import RunConfig  # noqa: E402
 from rft.grpo.trainer import Trainer  # noqa: E402
 from rft.presets import preset_config  # noqa: E402
-from rft.rewards.analysis import analyse_source  # noqa: E402
+from rft.rewards.analysis import PER_SAMPLE, analyse_source  # noqa: E402
 
 
 def unsupported(config: RunConfig) -> list[str]:
@@ -78,22 +78,36 @@ def prompt_rows(config: RunConfig, run_dir: Path) -> list[dict]:
 
 
 def reward_functions(config: RunConfig, columns: list[str]) -> tuple[list, list[float]]:
-    """The config's per-sample functions `f(prompt, completion, example)` in TRL's batched signature
-    `f(prompts, completions, **columns)`, and their weights."""
+    """The config's reward functions in TRL's batched signature `f(prompts, completions, **columns)`,
+    and their weights: per-sample ones `f(prompt, completion, example)` wrapped, batched ones given
+    only the keywords they name (as this project's reward runtime does, unless they take **kwargs)."""
     namespace: dict = {}
     exec(compile(config.rewards.source, "<rewards>", "exec"), namespace)
-    names = analyse_source(config.rewards.source).function_names
+    functions = analyse_source(config.rewards.source).functions
 
-    def batched(function):
+    def per_sample(function):
         def score_batch(prompts, completions, **kwargs):
             examples = [dict(zip(columns, values)) for values in zip(*(kwargs[c] for c in columns))]
             return [float(function(p, c, e)) for p, c, e in zip(prompts, completions, examples, strict=True)]
 
-        score_batch.__name__ = function.__name__  # TRL names its reward metrics after it
         return score_batch
 
-    weights = [float(config.rewards.weights.get(name, 1.0)) for name in names]
-    return [batched(namespace[name]) for name in names], weights
+    def batched(function, info):
+        def score_batch(prompts, completions, **kwargs):
+            arguments = {"prompts": prompts, "completions": completions, **kwargs}
+            if not info.takes_any_keyword:
+                arguments = {name: value for name, value in arguments.items() if name in info.parameters}
+            return function(**arguments)
+
+        return score_batch
+
+    wrapped = []
+    for info in functions:
+        function = namespace[info.name]
+        score_batch = per_sample(function) if info.convention == PER_SAMPLE else batched(function, info)
+        score_batch.__name__ = info.name  # TRL names its reward metrics after it
+        wrapped.append(score_batch)
+    return wrapped, [float(config.rewards.weights.get(info.name, 1.0)) for info in functions]
 
 
 class CheckpointsAsSteps(TrainerCallback):

@@ -140,3 +140,20 @@ def test_the_trl_reference_refuses_what_trl_cannot_reproduce_and_draws_our_promp
     assert len(rows) == 12
     assert [row["prompt"] for row in rows] == [record.text for record in expected]
     assert [row["answer"] for row in rows] == [record.example["answer"] for record in expected]
+
+
+def test_the_trl_reference_calls_both_kinds_of_reward_function_as_trl_does():
+    from bench import trl_reference
+    from rft.presets import preset_config
+
+    config = preset_config("arithmetic")
+    config.rewards.source = (
+        "def exact(prompt, completion, example):\n    return float(completion == example['answer'])\n\n"
+        "def short(prompts, completions, completion_ids):\n    return [-len(ids) for ids in completion_ids]\n")
+    config.rewards.weights = {"short": 0.5}
+    functions, weights = trl_reference.reward_functions(config, columns=["answer"])
+    trl_keywords = {"completion_ids": [[1, 2], [3]], "answer": ["4", "5"], "trainer_state": object()}
+    assert [f.__name__ for f in functions] == ["exact", "short"]
+    assert weights == [1.0, 0.5]
+    assert functions[0](["p", "p"], ["4", "6"], **trl_keywords) == [1.0, 0.0]
+    assert functions[1](["p", "p"], ["4", "6"], **trl_keywords) == [-2, -1]
