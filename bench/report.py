@@ -7,6 +7,9 @@ Per trainer, over the measured steps (warm-up excluded):
 - generate / score / train: per-step medians, where train is the rest of the step (reference
   pass, policy forward and backward, optimiser step, bookkeeping), measured the same way for
   both trainers;
+- generation tokens per second: completion tokens / the seconds spent generating them, and its
+  share of this machine's matrix-multiply bound (fp32, and bf16 where the CPU multiplies it
+  natively) for the arithmetic a generated token needs;
 - peak memory.
 Ratios: speedup = TRL step time / ours, throughput ratio = ours tok/s / TRL tok/s,
 memory ratio = ours / TRL.
@@ -30,6 +33,7 @@ def summarise(result: dict, warmup_steps: int) -> dict:
         "median_step_s": statistics.median(step_seconds),
         "completion_tokens_per_s": sum(tokens) / sum(step_seconds),
         "completion_tokens_per_step": sum(tokens) / len(tokens),
+        "generation_tokens_per_s": sum(tokens) / sum(s["generate_s"] for s in measured),
         "generate_s": statistics.median(s["generate_s"] for s in measured),
         "score_s": statistics.median(s["score_s"] for s in measured),
         "train_s": statistics.median(s["step_s"] - s["generate_s"] - s["score_s"] for s in measured),
@@ -45,28 +49,39 @@ def ratios(trl: dict, ours: dict) -> dict:
     }
 
 
+def generation_figures(summary: dict, comparison: dict, bounds: dict | None) -> str:
+    """'355 tok/s (31% of fp32, 14% of bf16)': generation speed and the share of each matmul bound
+    it reaches, where the run recorded the bounds and the arithmetic of a generated token."""
+    rate = summary["generation_tokens_per_s"]
+    flops = comparison.get("generation_flops_per_token")
+    if not bounds or not flops:
+        return f"{rate:.0f} tok/s"
+    shares = ", ".join(f"{rate * flops / 1e9 / gflops:.0%} of {precision}" for precision, gflops in bounds.items())
+    return f"{rate:.0f} tok/s ({shares})"
+
+
 def trainer_name(entry: dict) -> str:
     return f"{entry['trainer']} {entry['version']}" if "version" in entry else entry["trainer"]
 
 
-def comparison_table(comparison: dict) -> str:
+def comparison_table(comparison: dict, bounds: dict | None = None) -> str:
     """One row per trainer, then the ratios, for one workload."""
     lines = [
-        "| trainer | median step (s) | completion tok/s | generate (s) | score (s) | train (s) | peak memory (MB) "
-        "| completion tokens / step | other processes' CPU (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| trainer | median step (s) | completion tok/s | generate (s) | generation speed (share of the matmul bound) "
+        "| score (s) | train (s) | peak memory (MB) | completion tokens / step | other processes' CPU (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in TRAINERS:
         entry = comparison.get(key)
         if entry is None:
             continue
         if "failed" in entry:
-            lines.append(f"| {trainer_name(entry)} | {entry['failed']} |||||||")
+            lines.append(f"| {trainer_name(entry)} | {entry['failed']} ||||||||")
             continue
         s = entry["summary"]
         lines.append(
             f"| {trainer_name(entry)} | {s['median_step_s']:.1f} | {s['completion_tokens_per_s']:.1f} "
-            f"| {s['generate_s']:.1f} | {s['score_s']:.3f} | {s['train_s']:.1f} | {s['peak_memory_mb']:,.0f} "
+            f"| {s['generate_s']:.1f} | {generation_figures(s, comparison, bounds)} | {s['score_s']:.3f} | {s['train_s']:.1f} | {s['peak_memory_mb']:,.0f} "
             f"| {s['completion_tokens_per_step']:.0f} | {entry['other_processes_cpu_cores']:.2f} |"
         )
     if "ratios" in comparison:
@@ -79,29 +94,30 @@ def comparison_table(comparison: dict) -> str:
     return "\n".join(lines)
 
 
-def scaling_table(comparisons: list[dict]) -> str:
+def scaling_table(comparisons: list[dict], bounds: dict | None = None) -> str:
     """One row per workload: how each trainer's cost grows with group size and completion length."""
     lines = [
-        "| G | max tokens | TRL step (s) | ours step (s) | speedup | TRL tok/s | ours tok/s | TRL peak (MB) "
-        "| ours peak (MB) | memory ratio |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| G | max tokens | TRL step (s) | ours step (s) | speedup | TRL tok/s | ours tok/s | TRL generation "
+        "| ours generation | TRL peak (MB) | ours peak (MB) | memory ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def figures(entry: dict | None) -> tuple[str, str, str]:
+    def figures(entry: dict | None, comparison: dict) -> tuple[str, str, str, str]:
         if entry is None or "summary" not in entry:
             reason = entry["failed"] if entry else "not run"
-            return reason, "", ""
+            return reason, "", "", ""
         s = entry["summary"]
-        return f"{s['median_step_s']:.1f}", f"{s['completion_tokens_per_s']:.1f}", f"{s['peak_memory_mb']:,.0f}"
+        return (f"{s['median_step_s']:.1f}", f"{s['completion_tokens_per_s']:.1f}",
+                generation_figures(s, comparison, bounds), f"{s['peak_memory_mb']:,.0f}")
 
     for comparison in comparisons:
         w, r = comparison["workload"], comparison.get("ratios")
-        trl_step, trl_rate, trl_peak = figures(comparison.get("trl"))
-        ours_step, ours_rate, ours_peak = figures(comparison.get("ours"))
+        trl_step, trl_rate, trl_generation, trl_peak = figures(comparison.get("trl"), comparison)
+        ours_step, ours_rate, ours_generation, ours_peak = figures(comparison.get("ours"), comparison)
         speedup, memory_ratio = (f"{r['speedup']:.2f}x", f"{r['memory_ratio']:.2f}") if r else ("", "")
         lines.append(
             f"| {w['num_generations']} | {w['completion_length']} | {trl_step} | {ours_step} | {speedup} | {trl_rate} "
-            f"| {ours_rate} | {trl_peak} | {ours_peak} | {memory_ratio} |"
+            f"| {ours_rate} | {trl_generation} | {ours_generation} | {trl_peak} | {ours_peak} | {memory_ratio} |"
         )
     return "\n".join(lines)
 
@@ -122,12 +138,17 @@ def markdown(record: dict) -> str:
         f"Command: `{record['command']}`",
         "",
     ]
+    bounds = machine.get("matmul_bound_gflops")
+    if bounds:
+        lines += ["This machine's matrix-multiply bound, measured before the run: "
+                  + ", ".join(f"{precision} {gflops:.0f} GFLOP/s" for precision, gflops in bounds.items())
+                  + ". Both trainers generate in the model's dtype here.", ""]
     if len(record["comparisons"]) > 1:
         first = record["comparisons"][0]["workload"]
         lines += [
             f"{first['warmup_steps']} warm-up + {first['steps']} measured step(s) per row, one Wordle prompt per step.",
             "",
-            scaling_table(record["comparisons"]),
+            scaling_table(record["comparisons"], bounds),
         ]
     else:
         for comparison in record["comparisons"]:
@@ -136,7 +157,7 @@ def markdown(record: dict) -> str:
                 f"**{w['num_generations']} completions of at most {w['completion_length']} tokens per step**, "
                 f"one Wordle prompt per step; {w['steps']} measured steps after {w['warmup_steps']} warm-up.",
                 "",
-                comparison_table(comparison),
+                comparison_table(comparison, bounds),
                 "",
             ]
     return "\n".join(lines).rstrip() + "\n"

@@ -149,6 +149,41 @@ def machine_description() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_kib / 2**20}
 
 
+def matmul_bounds() -> dict:
+    """What a large matrix product reaches on this CPU, in GFLOP/s: fp32, and bf16 where it is native.
+    None on a CUDA machine, whose trainers run on the GPU."""
+    import torch
+
+    from bench.generation import matmul_bound_gflops
+    from rft import models
+
+    if torch.cuda.is_available():
+        return None
+    bounds = {"fp32": matmul_bound_gflops(torch.float32)}
+    if models.cpu_has_native_bf16():
+        bounds["bf16"] = matmul_bound_gflops(torch.bfloat16)
+    return bounds
+
+
+def generation_flops_per_token(workload: Workload) -> float:
+    """The arithmetic of one generated token of the workload: every linear layer (the LM head too) and
+    attention over the prompt and half the completion, the mean context. The model is built on the
+    meta device: its shapes, no weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench.generation import flops_per_token
+    from bench.workload import wordle_prompts
+    from rft import models
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(models.resolve_model_dir(workload.model)))
+    tokenizer = models.load_tokenizer(workload.model)
+    prompt = wordle_prompts(tokenizer, workload)[0]["prompt"]
+    prompt_length = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    return flops_per_token(model, prompt_length + workload.completion_length // 2)
+
+
 def write_json(path: Path, record: dict) -> None:
     """Through a temporary file, so an interrupted run never leaves half a JSON file."""
     staging = path.with_suffix(".tmp")
@@ -184,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "created": created.isoformat(timespec="seconds"),
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_description(),
+        "machine": {**machine_description(), "matmul_bound_gflops": matmul_bounds()},
         "load_average_before": os.getloadavg(),
         "comparisons": [],
     }
     for number, workload in enumerate(workloads, start=1):
-        comparison = {"workload": workload.to_dict()}
+        comparison = {"workload": workload.to_dict(), "generation_flops_per_token": generation_flops_per_token(workload)}
         record["comparisons"].append(comparison)
         for trainer in trainers:
             print(f"[{number}/{len(workloads)}] {TRAINER_LABELS[trainer]}, {workload.label()}: "

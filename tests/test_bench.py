@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench import report
 from bench.workload import Workload
@@ -23,6 +24,7 @@ def test_summary_leaves_out_the_warmup_and_splits_the_step():
     assert summary["median_step_s"] == 5.0
     assert summary["completion_tokens_per_s"] == pytest.approx(300 / 15.0)
     assert summary["train_s"] == pytest.approx(5.0 - 1.0 - 0.5)
+    assert summary["generation_tokens_per_s"] == pytest.approx(300 / 3.0)  # tokens / seconds spent generating
 
 
 def test_summary_refuses_a_run_with_only_warmup_steps():
@@ -73,6 +75,35 @@ def test_scaling_markdown_has_a_row_per_workload_and_names_a_failure():
     text = report.markdown(record([ok, failed]))
     assert "| 4 | 64 | 6.0 | 3.0 | 2.00x |" in text
     assert "| 16 | 256 | out of memory (stopped at 20.0 GB) | 30.0 |" in text
+
+
+def test_generation_speed_is_shown_as_a_share_of_each_matmul_bound():
+    entry = comparison(Workload(), summarised("TRL", 10.0, 900.0), summarised("rft", 4.0, 300.0))
+    entry["generation_flops_per_token"] = 0.5e9
+    with_bounds = record([entry])
+    with_bounds["machine"]["matmul_bound_gflops"] = {"fp32": 100.0, "bf16": 400.0}
+    text = report.markdown(with_bounds)
+    # 100 completion tokens in 1 s of generation, 0.5 GFLOP each: 50 GFLOP/s
+    assert "| 100 tok/s (50% of fp32, 12% of bf16) |" in text
+    assert "fp32 100 GFLOP/s, bf16 400 GFLOP/s" in text
+    assert "| 100 tok/s |" in report.markdown(record([entry | {"generation_flops_per_token": None}]))
+    scaling = report.markdown(with_bounds | {"comparisons": [entry, entry]})
+    assert scaling.count("100 tok/s (50% of fp32, 12% of bf16)") == 4
+
+
+def test_a_generated_tokens_arithmetic_counts_every_linear_layer_and_the_attention(tiny_model_dir):
+    from bench.run import generation_flops_per_token
+    from rft.models import load_base_model
+    from rft.config import ModelConfig
+
+    workload = Workload(completion_length=64, model=str(tiny_model_dir))
+    model = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    flops = generation_flops_per_token(workload)
+    config = model.config
+    per_context_token = 2 * 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim
+    assert (flops - 2 * linear) % per_context_token == 0
+    assert (flops - 2 * linear) // per_context_token > 32  # the prompt and half the completion
 
 
 def test_our_trainer_is_configured_as_the_workload_says():
