@@ -81,8 +81,9 @@ def comparison_table(comparison: dict, bounds: dict | None = None) -> str:
         s = entry["summary"]
         lines.append(
             f"| {trainer_name(entry)} | {s['median_step_s']:.1f} | {s['completion_tokens_per_s']:.1f} "
-            f"| {s['generate_s']:.1f} | {generation_figures(s, comparison, bounds)} | {s['score_s']:.3f} | {s['train_s']:.1f} | {s['peak_memory_mb']:,.0f} "
-            f"| {s['completion_tokens_per_step']:.0f} | {entry['other_processes_cpu_cores']:.2f} |"
+            f"| {s['generate_s']:.1f} | {generation_figures(s, comparison, bounds)} | {s['score_s']:.3f} "
+            f"| {s['train_s']:.1f} | {s['peak_memory_mb']:,.0f} | {s['completion_tokens_per_step']:.0f} "
+            f"| {entry['other_processes_cpu_cores']:.2f} |"
         )
     if "ratios" in comparison:
         r = comparison["ratios"]
