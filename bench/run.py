@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": [],
     }
     for number, workload in enumerate(workloads, start=1):
-        comparison = {"workload": workload.to_dict(), "generation_flops_per_token": generation_flops_per_token(workload)}
+        comparison = {"workload": workload.to_dict(),
+                      "generation_flops_per_token": generation_flops_per_token(workload)}
         record["comparisons"].append(comparison)
         for trainer in trainers:
             print(f"[{number}/{len(workloads)}] {TRAINER_LABELS[trainer]}, {workload.label()}: "

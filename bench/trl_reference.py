@@ -194,8 +194,9 @@ def train(config: RunConfig, run_dir: Path) -> None:
     )
     trainer = GRPOTrainer(model=policy, reward_funcs=functions, args=args, train_dataset=Dataset.from_list(rows),
                           callbacks=[CheckpointsAsSteps(run_dir), LogLines(run_dir / "trl_log.jsonl")])
-    print(f"TRL {trl.__version__}: {config.schedule.max_steps} steps of {optim.prompts_per_step * optim.gradient_accumulation_steps}"
-          f" prompts x {sampling.num_generations}, from {config.model.adapter}", flush=True)
+    prompts_per_step = optim.prompts_per_step * optim.gradient_accumulation_steps
+    print(f"TRL {trl.__version__}: {config.schedule.max_steps} steps of {prompts_per_step} prompts x "
+          f"{sampling.num_generations}, from {config.model.adapter}", flush=True)
     trainer.train()
 
 
