@@ -23,10 +23,10 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from bench import child
+from bench.trl_reference import reward_functions
 from bench.workload import Workload, wordle_prompts, wordle_reward_source
 from rft import models
 from rft.grpo.sampler import completion_mask_from_ids
-from rft.rewards.analysis import analyse_source
 
 
 class StepTimer:
@@ -56,25 +56,21 @@ class StepTimer:
 
 
 def course_reward_functions(timer: StepTimer) -> list:
-    """The course's per-sample functions `f(prompt, completion, example)`, adapted to TRL's batched
-    signature `f(prompts, completions, **columns)`, run in this process as a TRL user would."""
-    source = wordle_reward_source()
-    namespace: dict = {}
-    exec(compile(source, "<wordle rewards>", "exec"), namespace)
-    example_columns = ("secret", "past_guess_history", "word_list")
+    """The course's functions in TRL's batched signature (`trl_reference.reward_functions`), each
+    call's time added to the timer's scoring time."""
+    functions, _ = reward_functions(wordle_reward_source(), {}, ["secret", "past_guess_history", "word_list"])
 
-    def batched(function):
+    def timed(function):
         def score_batch(prompts, completions, **columns):
             started = time.perf_counter()
-            examples = [dict(zip(example_columns, values)) for values in zip(*(columns[c] for c in example_columns))]
-            scores = [function(p, c, e) for p, c, e in zip(prompts, completions, examples, strict=True)]
+            scores = function(prompts, completions, **columns)
             timer.score_s += time.perf_counter() - started
             return scores
 
         score_batch.__name__ = function.__name__  # TRL names its reward metrics after it
         return score_batch
 
-    return [batched(namespace[name]) for name in analyse_source(source).function_names]
+    return [timed(function) for function in functions]
 
 
 def time_generation(model, eos_token_ids: list[int], timer: StepTimer) -> None:

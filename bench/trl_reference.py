@@ -77,13 +77,14 @@ def prompt_rows(config: RunConfig, run_dir: Path) -> list[dict]:
     return rows
 
 
-def reward_functions(config: RunConfig, columns: list[str]) -> tuple[list, list[float]]:
-    """The config's reward functions in TRL's batched signature `f(prompts, completions, **columns)`,
-    and their weights: per-sample ones `f(prompt, completion, example)` wrapped, batched ones given
-    only the keywords they name (as this project's reward runtime does, unless they take **kwargs)."""
+def reward_functions(source: str, weights: dict[str, float], columns: list[str]) -> tuple[list, list[float]]:
+    """The reward code's functions in TRL's batched signature `f(prompts, completions, **columns)`,
+    and their weights: per-sample ones `f(prompt, completion, example)` wrapped (their example
+    holds `columns`), batched ones given only the keywords they name (as this project's reward
+    runtime does, unless they take **kwargs). They run in this process, as a TRL user's do."""
     namespace: dict = {}
-    exec(compile(config.rewards.source, "<rewards>", "exec"), namespace)
-    functions = analyse_source(config.rewards.source).functions
+    exec(compile(source, "<rewards>", "exec"), namespace)
+    functions = analyse_source(source).functions
 
     def per_sample(function):
         def score_batch(prompts, completions, **kwargs):
@@ -107,7 +108,7 @@ def reward_functions(config: RunConfig, columns: list[str]) -> tuple[list, list[
         score_batch = per_sample(function) if info.convention == PER_SAMPLE else batched(function, info)
         score_batch.__name__ = info.name  # TRL names its reward metrics after it
         wrapped.append(score_batch)
-    return wrapped, [float(config.rewards.weights.get(info.name, 1.0)) for info in functions]
+    return wrapped, [float(weights.get(info.name, 1.0)) for info in functions]
 
 
 class CheckpointsAsSteps(TrainerCallback):
@@ -150,7 +151,7 @@ def train(config: RunConfig, run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(config.to_yaml())
     rows = prompt_rows(config, run_dir)
     columns = [name for name in rows[0] if name != "prompt"]
-    functions, weights = reward_functions(config, columns)
+    functions, weights = reward_functions(config.rewards.source, config.rewards.weights, columns)
 
     base = models.load_base_model(config.model)
     policy = PeftModel.from_pretrained(base, str(models.checked_adapter_dir(config.model.adapter)), is_trainable=True)

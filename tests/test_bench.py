@@ -182,7 +182,8 @@ def test_the_trl_reference_calls_both_kinds_of_reward_function_as_trl_does():
         "def exact(prompt, completion, example):\n    return float(completion == example['answer'])\n\n"
         "def short(prompts, completions, completion_ids):\n    return [-len(ids) for ids in completion_ids]\n")
     config.rewards.weights = {"short": 0.5}
-    functions, weights = trl_reference.reward_functions(config, columns=["answer"])
+    functions, weights = trl_reference.reward_functions(config.rewards.source, config.rewards.weights,
+                                                        columns=["answer"])
     trl_keywords = {"completion_ids": [[1, 2], [3]], "answer": ["4", "5"], "trainer_state": object()}
     assert [f.__name__ for f in functions] == ["exact", "short"]
     assert weights == [1.0, 0.5]
