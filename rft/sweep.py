@@ -25,6 +25,7 @@ import yaml
 
 from rft import tasks
 from rft.config import ConfigError, RunConfig
+from rft.monitoring import format_duration
 from rft.stats import (
     cluster_bootstrap_mean,
     difference_interval,
@@ -186,10 +187,13 @@ def change_from_start(start: dict, row: dict) -> tuple[float, float, float]:
 
 def format_table(rows: list[dict]) -> str:
     """Markdown: each row's rate with its 95% interval, and its change from the first row (the start)."""
-    lines = ["| point | checkpoint | metric | rate | 95% interval | change from start (95% interval) | n |",
-             "|---|---|---|---:|---|---|---:|"]
+    lines = ["| point | checkpoint | metric | rate | 95% interval | change from start (95% interval) | n "
+             "| training time |",
+             "|---|---|---|---:|---|---|---:|---:|"]
     for row in rows:
         change = "" if row is rows[0] else "{:+.1%} ({:+.1%} to {:+.1%})".format(*change_from_start(rows[0], row))
+        trained = format_duration(row["train_seconds"]) if "train_seconds" in row else ""
         lines.append(f"| {row['point']} | {row['checkpoint']} | {row['metric']} | {row['rate']:.1%} | "
-                     f"{row['low']:.1%} to {row['high']:.1%} | {change} | {row['trials']} |")
+                     f"{row['low']:.1%} to {row['high']:.1%} | {change} | {row['trials']} | {trained} |")
     return "\n".join(lines)
+
