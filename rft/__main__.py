@@ -41,12 +41,23 @@ def _train(args) -> int:
 def _resume(args) -> int:
     from rft.distributed import join_launched_processes
     from rft.grpo.trainer import train
-    from rft.runs import read_config
+    from rft.runs import effective_state, extend_run, extended_config, read_config, read_status
 
     run_dir = Path(args.run_dir)
     config = read_config(run_dir)
-    train(config, run_dir, resume=True, progress=not args.no_progress,
-          processes=join_launched_processes(config.model.device))
+    if args.max_steps is None and effective_state(read_status(run_dir)) == "finished":
+        print(f"run {run_dir.name} has finished; to train it further, add --max-steps with more steps than "
+              f"{config.schedule.max_steps}", file=sys.stderr)
+        return 2
+    processes = join_launched_processes(config.model.device)
+    if args.max_steps is not None:
+        try:  # every process checks; the main one writes, before train()'s first barrier
+            config = extend_run(run_dir, args.max_steps) if processes.is_main \
+                else extended_config(run_dir, args.max_steps)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    train(config, run_dir, resume=True, progress=not args.no_progress, processes=processes)
     return 0
 
 
@@ -137,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser("resume", help="resume a run from its last checkpoint")
     resume.add_argument("run_dir")
+    resume.add_argument("--max-steps", type=int,
+                        help="train to this step: a finished run trains on, a stopped one to a new length "
+                             "(constant learning rate only)")
     resume.add_argument("--no-progress", action="store_true")
     resume.set_defaults(handler=_resume)
 

@@ -22,6 +22,7 @@ from rft.runs import (
     RunWriter,
     default_runs_root,
     effective_state,
+    extend_run,
     list_runs,
     new_run_id,
     read_config,
@@ -170,15 +171,22 @@ def start_job(config: RunConfig, runs_root: str | Path | None = None) -> Path:
     return run_dir
 
 
-def resume_job(run_dir: str | Path) -> Path:
+def resume_job(run_dir: str | Path, max_steps: int | None = None) -> Path:
+    """Train a run on from its last checkpoint; with `max_steps`, to that step (runs.extend_run)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise JobError(f"{run_dir} is not a run directory (no config.yaml)")
     state = effective_state(read_status(run_dir))
-    if state == "finished":
-        raise JobError(f"run {run_dir.name} has finished; start a new run to train further")
+    if state == "finished" and max_steps is None:
+        raise JobError(f"run {run_dir.name} has finished its {read_config(run_dir).schedule.max_steps} steps; "
+                       f"to train it further, set more max steps and resume it")
     with _launch_lock(run_dir.parent):
         _refuse_if_busy(run_dir.parent)
+        if max_steps is not None:
+            try:
+                extend_run(run_dir, max_steps)
+            except ValueError as exc:
+                raise JobError(str(exc)) from exc
         read_config(run_dir).validate()
         writer = RunWriter(run_dir)
         writer.set_status("queued", pid=None, error=None)

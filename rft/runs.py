@@ -407,6 +407,43 @@ def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path | None
     return Path(run_dir) / "checkpoints" / f"step-{step}"
 
 
+
+
+def extended_config(run_dir: str | Path, max_steps: int) -> RunConfig:
+    """A run's config with its length changed to `max_steps`, so that a run that has ended (finished
+    or stopped) trains on from its last checkpoint. Prompts are drawn by step number and the
+    checkpoint holds the random state, so the steps after it are those a run planned this long
+    would have taken. A decaying learning rate would not be: its rate at each step follows from the
+    planned length, so it is refused. Raises ValueError saying why a run cannot be extended."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    state = effective_state(read_status(run_dir))
+    if state in ACTIVE_STATES:
+        raise ValueError(f"run {run_dir.name} is {state}: stop it before changing its length")
+    last = (list_checkpoints(run_dir) or [0])[-1]
+    if max_steps <= last:
+        raise ValueError(f"max steps {max_steps}: run {run_dir.name} has a checkpoint at step {last} already; "
+                         f"choose more steps than that")
+    if config.optim.lr_scheduler != "constant":
+        raise ValueError(f"run {run_dir.name} decays its learning rate ({config.optim.lr_scheduler}) over the "
+                         f"steps it planned, so a longer run would have used other rates: start a new run from "
+                         f"its last checkpoint instead (model.adapter)")
+    config.schedule.max_steps, config.schedule.epochs = max_steps, None
+    return config.validate()
+
+
+def extend_run(run_dir: str | Path, max_steps: int) -> RunConfig:
+    """Change an ended run's length (`extended_config`) in its directory, ready to resume."""
+    planned = read_config(run_dir).schedule.max_steps
+    config = extended_config(run_dir, max_steps)
+    staged = Path(run_dir) / "config.yaml.tmp"  # other processes of a launched run may be reading it
+    config.save(staged)
+    os.replace(staged, Path(run_dir) / "config.yaml")
+    writer = RunWriter(run_dir)
+    writer.log(f"length changed from {planned} to {max_steps} steps; it goes on from its last checkpoint")
+    writer.set_status("stopped", max_steps=max_steps)
+    return config
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False

@@ -5,12 +5,18 @@ import shutil
 import threading
 import time
 
+import pytest
+
+from rft.config import RewardsConfig, RunConfig, ScheduleConfig
 from rft.runs import (
     RunWriter,
+    extend_run,
     list_checkpoints,
     read_metrics,
     read_rollouts,
+    read_config,
     read_sft_metrics,
+    read_status,
     rollout_steps,
     tail_logs,
 )
@@ -80,3 +86,42 @@ def test_readers_never_raise_while_the_run_directory_is_being_deleted(tmp_path):
         stop.set()
         churn.join()
     assert not failures, failures[:5]
+
+
+def ended_run(tmp_path, state: str, checkpoint: int, **optim) -> RunWriter:
+    """A run directory as a trainer leaves it: its config, its status and its checkpoints."""
+    config = RunConfig(name="ended", schedule=ScheduleConfig(max_steps=10, save_every=5),
+                       rewards=RewardsConfig(source="def short(prompt, completion, example):\n    return 0.0\n"))
+    for key, value in optim.items():
+        setattr(config.optim, key, value)
+    writer = RunWriter(tmp_path / state)
+    writer.create(config)
+    writer.set_status(state, step=checkpoint, max_steps=10)
+    (writer.checkpoints_dir / f"step-{checkpoint}").mkdir()
+    return writer
+
+
+def test_an_ended_run_is_extended_to_more_steps_ready_to_resume(tmp_path):
+    writer = ended_run(tmp_path, "finished", 10)
+    extend_run(writer.run_dir, 25)
+    assert read_config(writer.run_dir).schedule.max_steps == 25
+    assert read_status(writer.run_dir)["state"] == "stopped" and read_status(writer.run_dir)["max_steps"] == 25
+    assert "length changed from 10 to 25 steps" in (writer.run_dir / "logs.txt").read_text()
+    assert not list(writer.run_dir.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("state, checkpoint, max_steps, optim, reason", [
+    ("running", 5, 20, {}, "is running: stop it"),
+    ("stopped", 5, 5, {}, "checkpoint at step 5 already"),
+    ("finished", 10, 20, {"lr_scheduler": "cosine"}, "decays its learning rate"),
+])
+def test_a_run_that_cannot_be_extended_is_left_as_it_was(tmp_path, state, checkpoint, max_steps, optim, reason,
+                                                          monkeypatch):
+    monkeypatch.setattr("rft.runs.pid_alive", lambda pid: True)
+    writer = ended_run(tmp_path, state, checkpoint, **optim)
+    writer.set_status(state, pid=1)
+    before = (writer.run_dir / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=reason):
+        extend_run(writer.run_dir, max_steps)
+    assert (writer.run_dir / "config.yaml").read_text() == before
+    assert read_status(writer.run_dir)["state"] == state

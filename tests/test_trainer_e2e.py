@@ -216,6 +216,31 @@ def test_stop_and_resume_continue_the_step_count(tmp_path, tiny_model_dir, promp
     assert f"resumed from step-{stopped_at}" in (run_dir / "logs.txt").read_text()
 
 
+
+def test_a_finished_run_trained_on_takes_the_steps_a_longer_planned_run_takes(tmp_path, tiny_model_dir, prompts_file,
+                                                                              capsys):
+    from safetensors.torch import load_file
+
+    from rft.__main__ import main
+
+    settings = ["schedule.save_every=100", "optim.learning_rate=3e-2"]
+    extended = train(tiny_config(tiny_model_dir, prompts_file, set=settings + ["schedule.max_steps=3"]),
+                     tmp_path / "extended", progress=False)
+    assert main(["resume", str(extended), "--no-progress"]) == 2
+    assert "add --max-steps with more steps than 3" in capsys.readouterr().err
+    assert main(["resume", str(extended), "--max-steps", "5", "--no-progress"]) == 0
+    planned = train(tiny_config(tiny_model_dir, prompts_file, set=settings + ["schedule.max_steps=5"]),
+                    tmp_path / "planned", progress=False)
+
+    assert read_status(extended)["state"] == "finished"
+    assert read_metrics(extended)["step"].tolist() == [1, 2, 3, 4, 5]
+    for column in ("reward", "loss", "grad_norm"):
+        np.testing.assert_allclose(read_metrics(extended)[column], read_metrics(planned)[column], rtol=1e-4)
+    assert list_checkpoints(extended) == [3, 5]
+    weights = [load_file(run / "checkpoints" / "step-5" / "adapter_model.safetensors") for run in (extended, planned)]
+    for name, value in weights[1].items():
+        torch.testing.assert_close(weights[0][name], value, rtol=1e-4, atol=1e-6)
+
 def test_sigkill_then_resume_drops_nothing_and_duplicates_nothing(tmp_path, tiny_model_dir, prompts_file):
     config = tiny_config(tiny_model_dir, prompts_file, set=["schedule.max_steps=6", "schedule.save_every=2"])
     run_dir = jobs.start_job(config, tmp_path / "runs")

@@ -26,7 +26,7 @@ from rft.config import ConfigError, DataConfig, RunConfig
 from rft.data import SUPPORTED_SUFFIXES, preset_names
 from rft.monitoring import run_progress
 from rft.rewards import versions as reward_versions
-from rft.runs import ACTIVE_STATES, effective_state, read_metrics, read_sft_metrics, read_status
+from rft.runs import ACTIVE_STATES, effective_state, read_config, read_metrics, read_sft_metrics, read_status
 from ui.common import (
     conversation_html,
     missing_run_notice,
@@ -416,17 +416,22 @@ def build(runs_root: Path) -> TrainTab:
             return notice(str(exc), "warn")
         return notice(f"Stopping {run_id}: it finishes the current step, saves a checkpoint and stops.", "ok")
 
-    def resume_run(run_id):
+    def resume_run(run_id, max_steps):
+        """Resume a stopped run to its planned step; a finished one trains on to Max steps, when that is more."""
         run_dir = resolve_run(runs_root, run_id)
         if run_dir is None:
             return notice("No run to resume: launch one, or open one from the Runs tab.", "info")
         try:
-            jobs.resume_job(run_dir)
+            planned = read_config(run_dir).schedule.max_steps
+            finished = effective_state(read_status(run_dir)) == "finished"
+            longer = int(max_steps) if finished and max_steps and int(max_steps) > planned else None
+            jobs.resume_job(run_dir, longer)
         except (jobs.JobError, ConfigError) as exc:
             return notice(f"Cannot resume: {exc}", "warn")
         except Exception as exc:
             return notice(f"Resume failed: {type(exc).__name__}: {exc}", "error")
-        return notice(f"Resuming {run_id} from its last checkpoint.", "ok")
+        to = f", now to step {longer} (it planned {planned})" if longer else ""
+        return notice(f"Resuming {run_id} from its last checkpoint{to}.", "ok")
 
     def write_yaml(values: dict):
         try:
@@ -495,7 +500,7 @@ def build(runs_root: Path) -> TrainTab:
     quick_try.click(lambda: list(form.QUICK_TRY.values()), None, [field_inputs[path] for path in form.QUICK_TRY])
     launch.click(launch_run, config_inputs, [current_run, job_message, command])
     stop.click(stop_run, current_run, job_message).then(show_job, current_run, [job_status, timer])
-    resume.click(resume_run, current_run, job_message).then(show_job, current_run, [job_status, timer])
+    resume.click(resume_run, [current_run, field_inputs["schedule.max_steps"]], job_message).then(show_job, current_run, [job_status, timer])
     export_yaml.click(write_yaml, config_inputs, [yaml_file, job_message, command])
     current_run.change(show_job, current_run, [job_status, timer], show_progress="hidden")
     timer.tick(show_job, current_run, [job_status, timer], show_progress="hidden")

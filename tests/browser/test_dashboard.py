@@ -156,8 +156,18 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     wait_for_text(page.locator("#job-status"), r"(?i)finished", timeout_s=180)
     assert run_status(runs_dir)["step"] == MAX_STEPS
 
+    # A finished run trains on when Max steps is raised above the steps it planned.
+    set_number(page, "hp-schedule-max-steps", MAX_STEPS)
+    page.locator("#resume").click()
+    wait_for_text(page.locator("#job-message"), rf"has finished its {MAX_STEPS} steps; to train it further")
+    set_number(page, "hp-schedule-max-steps", MAX_STEPS + 2)
+    page.locator("#resume").click()
+    wait_for_text(page.locator("#job-message"), rf"now to step {MAX_STEPS + 2} \(it planned {MAX_STEPS}\)")
+    wait_for_text(page.locator("#job-status"), r"(?i)finished", timeout_s=180)
+    assert run_status(runs_dir)["step"] == MAX_STEPS + 2
+
     open_tab(page, "Monitor")
-    wait_for_text(page.locator("#monitor-progress"), rf"step {MAX_STEPS} of {MAX_STEPS}")
+    wait_for_text(page.locator("#monitor-progress"), rf"step {MAX_STEPS + 2} of {MAX_STEPS + 2}")
 
     open_tab(page, "Runs")
     wait_for_text(page.locator("#runs-table"), r"browser-test[\s\S]*finished")
@@ -165,7 +175,7 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     screenshot(page, "4-runs")
 
     page.get_by_role("button", name="Open in Rollouts").click()
-    wait_for_text(page.locator("#rollouts-summary"), rf"Step {MAX_STEPS}")
+    wait_for_text(page.locator("#rollouts-summary"), rf"Step {MAX_STEPS + 2}")
 
     open_tab(page, "Runs")
     page.locator("#runs-delete").click()
