@@ -407,8 +407,6 @@ def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path | None
     return Path(run_dir) / "checkpoints" / f"step-{step}"
 
 
-
-
 def extended_config(run_dir: str | Path, max_steps: int) -> RunConfig:
     """A run's config with its length changed to `max_steps`, so that a run that has ended (finished
     or stopped) trains on from its last checkpoint. Prompts are drawn by step number and the
@@ -443,6 +441,7 @@ def extend_run(run_dir: str | Path, max_steps: int) -> RunConfig:
     writer.log(f"length changed from {planned} to {max_steps} steps; it goes on from its last checkpoint")
     writer.set_status("stopped", max_steps=max_steps)
     return config
+
 
 def pid_alive(pid: int | None) -> bool:
     if not pid:

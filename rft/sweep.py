@@ -196,4 +196,3 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"| {row['point']} | {row['checkpoint']} | {row['metric']} | {row['rate']:.1%} | "
                      f"{row['low']:.1%} to {row['high']:.1%} | {change} | {row['trials']} | {trained} |")
     return "\n".join(lines)
-
