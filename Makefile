@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: run test setup bench crosscheck faults soak clean-venv
+.PHONY: run test setup bench gpu-prepare crosscheck faults soak clean-venv
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -56,6 +56,10 @@ soak: $(TEST_STAMP)
 # TRL's GRPOTrainer against ours on identical work; BENCH_ARGS=--scaling for the group-size and length sweeps.
 bench: $(BENCH_STAMP)
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+# What bench/gpu.sh needs on a GPU machine without network, in .gpu/ (wheels, the model's config and tokenizer).
+gpu-prepare: $(BENCH_STAMP)
+	$(PYTHON) -m bench.gpu prepare .gpu
 
 # Each GRPO loss variant against TRL's own _compute_loss on identical tensors: loss and gradient differences.
 crosscheck: $(BENCH_STAMP)

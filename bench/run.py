@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as `python bench/run.py`: make `bench` and 
 
 from bench import report  # noqa: E402
 from bench.workload import Workload  # noqa: E402
+from rft.config import BUNDLED_MODEL  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="two sweeps from the default workload instead of one workload: "
                              "G in 4/8/16 at 64 tokens, then max tokens 128/256 at G=8")
     parser.add_argument("--only", choices=sorted(CHILD_MODULES), help="run one trainer only")
+    parser.add_argument("--model", default=BUNDLED_MODEL,
+                        help="the model both trainers train, as model.name_or_path takes (default: the bundled one)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads in both children (OMP_NUM_THREADS); default: torch's own choice")
     args = parser.parse_args(argv)
@@ -79,8 +82,8 @@ def planned_workloads(args: argparse.Namespace) -> list[Workload]:
     shape = [(g, SCALING_COMPLETION_LENGTHS[0]) for g in SCALING_GROUP_SIZES] \
         + [(8, length) for length in SCALING_COMPLETION_LENGTHS[1:]] if args.scaling \
         else [(args.generations, args.completion_length)]
-    return [Workload(num_generations=g, completion_length=length, steps=args.steps, warmup_steps=args.warmup_steps)
-            for g, length in shape]
+    return [Workload(num_generations=g, completion_length=length, steps=args.steps, warmup_steps=args.warmup_steps,
+                     model=args.model) for g, length in shape]
 
 
 def busy_cpu_seconds() -> float:
@@ -150,15 +153,15 @@ def machine_description() -> dict:
 
 
 def matmul_bounds() -> dict:
-    """What a large matrix product reaches on this CPU, in GFLOP/s: fp32, and bf16 where it is native.
-    None on a CUDA machine, whose trainers run on the GPU."""
+    """What a large matrix product reaches where the trainers run, in GFLOP/s: on a CPU fp32, and
+    bf16 where it is native; on a GPU bf16, the dtype both trainers use there."""
     import torch
 
     from bench.generation import matmul_bound_gflops
     from rft import models
 
     if torch.cuda.is_available():
-        return None
+        return {"bf16": matmul_bound_gflops(torch.bfloat16, device=torch.device("cuda"))}
     bounds = {"fp32": matmul_bound_gflops(torch.float32)}
     if models.cpu_has_native_bf16():
         bounds["bf16"] = matmul_bound_gflops(torch.bfloat16)

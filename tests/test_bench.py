@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -189,3 +191,44 @@ def test_the_trl_reference_calls_both_kinds_of_reward_function_as_trl_does():
     assert weights == [1.0, 0.5]
     assert functions[0](["p", "p"], ["4", "6"], **trl_keywords) == [1.0, 0.0]
     assert functions[1](["p", "p"], ["4", "6"], **trl_keywords) == [-2, -1]
+
+
+@pytest.mark.slow
+def test_the_gpu_measurement_builds_the_bundled_architecture_with_random_weights(tmp_path, bundled_model_dir):
+    """bench/gpu.sh cannot carry the bundled weights (98 MB) to a GPU machine: it carries the config and
+    tokenizer and builds the same shapes there."""
+    from safetensors import safe_open
+
+    from bench.gpu import MODEL_FILES, random_model
+    from rft.models import load_tokenizer
+
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    for name in MODEL_FILES:
+        if (bundled_model_dir / name).exists():
+            (carried / name).write_bytes((bundled_model_dir / name).read_bytes())
+    built = random_model(carried, tmp_path / "random")
+
+    def tensors(folder):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+
+    bundled, random = tensors(bundled_model_dir), tensors(built)
+    assert {key: value.shape for key, value in random.items()} == {key: value.shape for key, value in bundled.items()}
+    assert all(value.dtype == torch.bfloat16 for value in random.values())
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(random[name].float(), bundled[name].float(), atol=1e-3)
+    message = [{"role": "user", "content": "Guess the word."}]
+    assert load_tokenizer(str(built)).apply_chat_template(message, tokenize=False) == \
+        load_tokenizer(str(bundled_model_dir)).apply_chat_template(message, tokenize=False)
+
+
+@pytest.mark.slow
+def test_the_generation_benchmark_prints_a_row_per_batch_size(tiny_model_dir, capsys):
+    from bench.generation import main
+
+    main(["--model", str(tiny_model_dir), "--device", "cpu", "--rows", "2", "3", "--tokens", "4", "--repeats", "1"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table] == ["| rows", "| 2", "| 3"]
+    # each of our precisions: its speed-up over generate(), its share of the matmul bound and of the bandwidth
+    assert all(re.search(r"\| \d+\.\d\dx, \d+%, \d+% \|$", row) for row in table[1:])
