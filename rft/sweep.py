@@ -105,7 +105,7 @@ def run_sweep(base: RunConfig, points: list[SweepPoint], runs_root: str | Path, 
 
 def _evaluated_row(label: str, choice: str, run_dir: Path, task: str, count: int, seed: int,
                    max_new_tokens: int | None) -> dict:
-    from rft.evaluation import adapter_for
+    from rft.evaluation import BASE_CHOICE, adapter_for
     from rft.models import load_for_inference
     from rft.runs import read_config
 
@@ -114,7 +114,9 @@ def _evaluated_row(label: str, choice: str, run_dir: Path, task: str, count: int
     model, tokenizer = load_for_inference(model_config.name_or_path, adapter=str(adapter) if adapter else None,
                                           load_in_4bit=model_config.load_in_4bit)
     evaluator = tasks.task(task).evaluator
-    return summary_row(label, choice, evaluator, evaluator.evaluate(model, tokenizer, count, seed, max_new_tokens))
+    # A run that starts from an adapter (model.adapter: a warm start made earlier) starts from more than the base model.
+    shown = f"model.adapter {adapter}" if choice == BASE_CHOICE and adapter else choice
+    return summary_row(label, shown, evaluator, evaluator.evaluate(model, tokenizer, count, seed, max_new_tokens))
 
 
 def summary_row(label: str, checkpoint: str, evaluator: tasks.Evaluator, summary: dict) -> dict:

@@ -74,4 +74,4 @@ def test_a_sweep_of_two_tiny_runs_writes_its_table(tmp_path, tiny_model_dir, cap
     assert all(row["paired"] and len(row["outcomes"]) == 4 for row in record["rows"])
     assert table.splitlines()[3].count("%") == 6  # rate, its interval, the change and its interval
     assert re.search(r"\| 4 \| (\d+m )?\d+s \|$", table.splitlines()[3])  # how long the run trained
-    assert table.splitlines()[2].endswith("| 4 |  |")  # the start trained for nothing
+    assert table.splitlines()[2].startswith("| start | base model |") and table.splitlines()[2].endswith("| 4 |  |")
