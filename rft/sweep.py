@@ -189,12 +189,13 @@ def change_from_start(start: dict, row: dict) -> tuple[float, float, float]:
 
 def format_table(rows: list[dict]) -> str:
     """Markdown: each row's rate with its 95% interval, and its change from the first row (the start)."""
-    lines = ["| point | checkpoint | metric | rate | 95% interval | change from start (95% interval) | n "
-             "| training time |",
-             "|---|---|---|---:|---|---|---:|---:|"]
+    timed = any("train_seconds" in row for row in rows)  # a sweep's runs; saved evaluations have no training time
+    lines = ["| point | checkpoint | metric | rate | 95% interval | change from start (95% interval) | n |"
+             + (" training time |" if timed else ""),
+             "|---|---|---|---:|---|---|---:|" + ("---:|" if timed else "")]
     for row in rows:
         change = "" if row is rows[0] else "{:+.1%} ({:+.1%} to {:+.1%})".format(*change_from_start(rows[0], row))
-        trained = format_duration(row["train_seconds"]) if "train_seconds" in row else ""
+        trained = f" {format_duration(row['train_seconds'])} |" if "train_seconds" in row else "  |" if timed else ""
         lines.append(f"| {row['point']} | {row['checkpoint']} | {row['metric']} | {row['rate']:.1%} | "
-                     f"{row['low']:.1%} to {row['high']:.1%} | {change} | {row['trials']} | {trained} |")
+                     f"{row['low']:.1%} to {row['high']:.1%} | {change} | {row['trials']} |{trained}")
     return "\n".join(lines)

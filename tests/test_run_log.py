@@ -23,6 +23,7 @@ def test_the_step_line_and_the_summary():
     metrics = pd.DataFrame({"step": range(1, 11), "reward": [0.0] * 5 + [1.0] * 5})
     assert run_summary(metrics, 125) == ("finished: 10 steps in 2m 05s; mean reward 0.000 over the first 5 "
                                          "step(s), 1.000 over the last 5")
+    assert run_summary(metrics, 65, resumed_from=6).startswith("finished: 10 steps, steps 7 to 10 in 1m 05s after the resume;")
 
 
 @pytest.mark.slow

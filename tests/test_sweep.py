@@ -36,7 +36,7 @@ def test_wordle_evaluations_compare_their_reward_means_paired_by_secret(tmp_path
         (tmp_path / f"{name}.json").write_text(json.dumps(summary))
     assert main(["eval-diff", *(str(tmp_path / f"{name}.json") for name in files)]) == 0
     table = capsys.readouterr().out
-    assert "| warm | base model | valid guesses | 50.0% |" in table
+    assert "| warm | base model | valid guesses | 50.0% |" in table and "training time" not in table
     # Every game lost the same 0.1: paired by secret, the change is certain; the mean itself is not.
     low, high = map(float, re.search(r"\| later \| uses_previous_feedback \| -0\.300 \| (\S+) to (\S+) \| "
                                       r"-0\.100 \(-0\.100 to -0\.100\) \|", table).groups())

@@ -194,14 +194,17 @@ def step_log_line(row: dict) -> str:
             f"score {number('time/score', '.1f')}, train {number('time/train', '.1f')})")
 
 
-def run_summary(metrics: pd.DataFrame, seconds: float) -> str:
-    """The end-of-run line: how long, and how the reward moved from the first steps to the last."""
+def run_summary(metrics: pd.DataFrame, seconds: float, resumed_from: int = 0) -> str:
+    """The end-of-run line: how long this process took (for the steps after `resumed_from`, on a
+    resume), and how the reward moved from the run's first steps to its last."""
     if metrics.empty:
         return f"finished in {format_duration(seconds)}; no step was trained"
     window = min(5, len(metrics))
     first, last = metrics["reward"].head(window).mean(), metrics["reward"].tail(window).mean()
-    return (f"finished: {int(metrics['step'].iloc[-1])} steps in {format_duration(seconds)}; mean reward "
-            f"{first:.3f} over the first {window} step(s), {last:.3f} over the last {window}")
+    steps = int(metrics["step"].iloc[-1])
+    took = f"{steps} steps in {format_duration(seconds)}" if not resumed_from else \
+        f"{steps} steps, steps {resumed_from + 1} to {steps} in {format_duration(seconds)} after the resume"
+    return f"finished: {took}; mean reward {first:.3f} over the first {window} step(s), {last:.3f} over the last {window}"
 
 
 def seed_everything(seed: int) -> None:
@@ -787,7 +790,7 @@ class Trainer:
             self.writer.set_status("failed", error=f"{type(exc).__name__}: {exc}", phase=None)
             raise
         else:
-            self.writer.log(run_summary(read_metrics(self.run_dir), time.time() - self.started_at))
+            self.writer.log(run_summary(read_metrics(self.run_dir), time.time() - self.started_at, start))
             self.writer.set_status("finished", phase=None)
         finally:
             if hasattr(self, "rewards"):
