@@ -35,12 +35,7 @@ def prepare(folder: Path) -> None:
     from rft import models
     from rft.config import BUNDLED_MODEL
 
-    source = models.resolve_model_dir(BUNDLED_MODEL)
-    model_dir = folder / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for name in MODEL_FILES:
-        if (source / name).exists():
-            shutil.copy2(source / name, model_dir / name)
+    copy_model_files(models.resolve_model_dir(BUNDLED_MODEL), folder / "model")
     wheels = folder / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     pins = [f"{name}=={importlib.metadata.version(name)}" for name in CARRIED_PACKAGES]
@@ -59,12 +54,17 @@ def random_model(model_files: Path, out: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_files), dtype=torch.bfloat16)
-    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    for name in MODEL_FILES:
-        if name != "config.json" and (model_files / name).exists():
-            shutil.copy2(model_files / name, out / name)
+    copy_model_files(model_files, out, skip=("config.json",))  # save_pretrained wrote the config
     return out
+
+
+def copy_model_files(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """The MODEL_FILES that `source` has, copied into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if name not in skip and (source / name).exists():
+            shutil.copy2(source / name, target / name)
 
 
 def main(argv: list[str] | None = None) -> None:

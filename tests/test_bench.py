@@ -199,15 +199,11 @@ def test_the_gpu_measurement_builds_the_bundled_architecture_with_random_weights
     tokenizer and builds the same shapes there."""
     from safetensors import safe_open
 
-    from bench.gpu import MODEL_FILES, random_model
+    from bench.gpu import copy_model_files, random_model
     from rft.models import load_tokenizer
 
-    carried = tmp_path / "carried"
-    carried.mkdir()
-    for name in MODEL_FILES:
-        if (bundled_model_dir / name).exists():
-            (carried / name).write_bytes((bundled_model_dir / name).read_bytes())
-    built = random_model(carried, tmp_path / "random")
+    copy_model_files(bundled_model_dir, tmp_path / "carried")  # what `prepare` writes to .gpu/model
+    built = random_model(tmp_path / "carried", tmp_path / "random")
 
     def tensors(folder):
         with safe_open(str(folder / "model.safetensors"), "pt") as f:

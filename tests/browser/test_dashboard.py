@@ -163,6 +163,7 @@ def test_configure_launch_watch_stop_resume(dashboard, page, tiny_model_dir, tmp
     set_number(page, "hp-schedule-max-steps", MAX_STEPS + 2)
     page.locator("#resume").click()
     wait_for_text(page.locator("#job-message"), rf"now to step {MAX_STEPS + 2} \(it planned {MAX_STEPS}\)")
+    screenshot(page, "3b-train-on")
     # The job bar said "finished" already, before the click: wait for the run itself, then the bar.
     wait_until(lambda: "{state} at step {step}".format(**run_status(runs_dir)), rf"^finished at step {MAX_STEPS + 2}$",
                timeout_s=180)
