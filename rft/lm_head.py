@@ -8,6 +8,13 @@ positions, each chunk checkpointed: its logits live only while its log-probabili
 and again in the backward pass, where they are recomputed (the head is a small part of the
 model's arithmetic).
 
+A plain linear head (the usual case: tied or untied, not itself adapted by LoRA) goes further:
+its log-probabilities have a hand-written backward, d log p(token) / d logits = onehot(token) -
+softmax, so a chunk's full-vocabulary work is one product and a few passes over its logits each
+way, instead of autograd's recorded log-softmax, gather and their backward (zero-filled
+full-vocabulary gradients, a scatter, an exp and a product each): about a third of a GRPO
+training pass before (README, "Performance").
+
 Models whose logits are more than a linear head of the last hidden state (soft-capped or scaled
 logits, wrappers around a decoder) keep the model's own logits; the chunked functions take them
 with an identity head.
@@ -46,10 +53,15 @@ def head_logprobs(states: torch.Tensor, head: Callable[[torch.Tensor], torch.Ten
     optionally the entropy of each position's distribution (detached unless `entropy_grad`)."""
     flat_states, flat_tokens = states.reshape(-1, states.shape[-1]), tokens.reshape(-1)
     recompute = torch.is_grad_enabled() and flat_states.requires_grad
+    # An entropy bonus differentiates the entropy too, which only the generic path does.
+    fused = type(head) is torch.nn.Linear and not entropy_grad
+    weight, bias = _product_parameters(head) if fused else (None, None)
     logps, entropies = [], []
     for start in range(0, flat_states.shape[0], CHUNK_POSITIONS):
         chunk = (flat_states[start:start + CHUNK_POSITIONS], flat_tokens[start:start + CHUNK_POSITIONS])
-        if recompute:
+        if fused:
+            logp, entropy = LinearTokenLogprobs.apply(*chunk, weight, bias, temperature, with_entropy)
+        elif recompute:
             logp, entropy = checkpoint(_chunk_logprobs, *chunk, head, temperature, with_entropy, entropy_grad,
                                        use_reentrant=False)
         else:
@@ -73,3 +85,58 @@ def _chunk_logprobs(states, tokens, head, temperature: float, with_entropy: bool
 
 def identity(states: torch.Tensor) -> torch.Tensor:
     return states
+
+
+def _product_parameters(head: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The head's weight and bias in the dtype its product runs in: autocast's when it is on (cast
+    once per call, not once per chunk and again in the backward pass)."""
+    device_type = head.weight.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return head.weight, head.bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return head.weight.to(dtype), None if head.bias is None else head.bias.to(dtype)
+
+
+def _scaled_logits(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   temperature: float) -> torch.Tensor:
+    """(states W^T + b) / temperature, [N, H] -> [N, V] float32, the product in the weight's dtype."""
+    logits = torch.nn.functional.linear(states.to(weight.dtype), weight, bias).float()
+    return logits if temperature == 1.0 else logits.div_(temperature)
+
+
+class LinearTokenLogprobs(torch.autograd.Function):
+    """log softmax(z)[token] for z = (states W^T + b) / T, and optionally the (detached) entropy of
+    softmax(z), for one chunk of positions. Only the log-sum-exp of each position is kept for the
+    backward pass, which recomputes z: d logp / d z = onehot(token) - softmax(z)."""
+
+    @staticmethod
+    def forward(ctx, states, tokens, weight, bias, temperature: float, with_entropy: bool):
+        logits = _scaled_logits(states, weight, bias, temperature)
+        log_normaliser = torch.logsumexp(logits, dim=-1)
+        logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - log_normaliser
+        entropy = logits.new_empty(0)
+        if with_entropy:  # H = log Z - sum_v p_v z_v
+            probs = (logits - log_normaliser[:, None]).exp_()
+            entropy = log_normaliser - (probs * logits).sum(-1)
+        ctx.save_for_backward(states, tokens, weight, bias, log_normaliser)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, _grad_entropy):
+        states, tokens, weight, bias, log_normaliser = ctx.saved_tensors
+        grad_logits = _scaled_logits(states, weight, bias, ctx.temperature)
+        grad_logits.sub_(log_normaliser[:, None]).exp_().mul_(-grad_logp[:, None])  # -g softmax(z)
+        grad_logits.scatter_add_(-1, tokens[:, None], grad_logp[:, None])  # + g at the token
+        if ctx.temperature != 1.0:
+            grad_logits.div_(ctx.temperature)
+        grad_logits = grad_logits.to(weight.dtype)
+        grad_states = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_states = (grad_logits @ weight).to(states.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_weight = grad_logits.T @ states.to(weight.dtype)
+        if bias is not None and ctx.needs_input_grad[3]:
+            grad_bias = grad_logits.sum(0)
+        return grad_states, None, grad_weight, grad_bias, None, None

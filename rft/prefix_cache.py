@@ -14,6 +14,7 @@ reads the prefix's cache without writing to it, so its checkpointed layers can b
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 
@@ -36,6 +37,15 @@ def prefill(model, input_ids: torch.Tensor, repeats: int, **model_kwargs):
     cache = output.past_key_values
     cache.batch_repeat_interleave(repeats)
     return cache, output.logits.repeat_interleave(repeats, dim=0)
+
+
+def rows_of(cache, rows: torch.Tensor):
+    """A cache of `rows` of `cache` (in this order, repeats allowed), such as a prompt's row once for
+    each of its completions; `cache` itself is left as it was, and gradients flow back to it."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(rows)  # each layer copy gets new tensors; the originals' stay
+    return selected
 
 
 @contextlib.contextmanager

@@ -59,3 +59,44 @@ def test_a_model_with_transformed_logits_keeps_its_own_logits(tiny_model_dir):
     assert head is lm_head.identity and states.shape[-1] == model.config.vocab_size
     logp, entropy = lm_head.head_logprobs(states, head, input_ids)
     assert entropy is None and torch.allclose(logp, token_logprobs(model(input_ids=input_ids).logits, input_ids))
+
+
+def test_a_plain_linear_head_has_the_full_logits_values_and_gradients(monkeypatch):
+    """The hand-written backward of a plain head (LinearTokenLogprobs) against autograd through the
+    whole batch's logits: states, weight and bias gradients, with a temperature."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300)
+    states = torch.randn(2, 11, 16, requires_grad=True)
+    targets = torch.randint(0, 300, (2, 11))
+    upstream = torch.randn(2, 11)  # a loss that weighs each position differently, as GRPO's does
+
+    logits = head(states) / 0.7
+    full_logp = token_logprobs(logits, targets)
+    (full_logp * upstream).sum().backward()
+    full = [t.grad.clone() for t in (states, head.weight, head.bias)]
+    for t in (states, head.weight, head.bias):
+        t.grad = None
+
+    monkeypatch.setattr(lm_head, "CHUNK_POSITIONS", 4)  # 22 positions: six chunks, the last one short
+    logp, entropy = lm_head.head_logprobs(states, head, targets, 0.7, with_entropy=True)
+    (logp * upstream).sum().backward()
+
+    assert torch.allclose(logp, full_logp, atol=1e-5)
+    assert torch.allclose(entropy, token_entropy(logits.detach()), atol=1e-5) and not entropy.requires_grad
+    for fused_grad, full_grad in zip((states.grad, head.weight.grad, head.bias.grad), full, strict=True):
+        assert (fused_grad - full_grad).norm() <= 1e-5 * full_grad.norm()
+
+
+def test_a_plain_linear_head_under_bf16_autocast_multiplies_in_bf16(monkeypatch):
+    """Under autocast the head's product runs in bf16 as autograd's would (same rounding, not fp32)."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 500, bias=False).requires_grad_(False)
+    states = torch.randn(30, 64, requires_grad=True)
+    targets = torch.randint(0, 500, (30,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = token_logprobs(head(states), targets)
+        logp, _ = lm_head.head_logprobs(states, head, targets)
+    fp32 = token_logprobs(head(states), targets)
+    assert torch.allclose(logp, reference, atol=1e-4) and not torch.allclose(logp, fp32, atol=1e-4)
+    logp.sum().backward()
+    assert states.grad.dtype == torch.float32 and states.grad.abs().sum() > 0

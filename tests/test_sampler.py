@@ -78,3 +78,51 @@ def test_gradients_flow_through_the_shared_prompt(tiny_model_dir):
     # k/v projections only matter through the cache: a gradient here proves it flows through it
     grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_completions_run_longest_first_in_passes_with_the_same_values_and_gradients(tiny_model_dir, monkeypatch):
+    """Passes of 2 rows, each padded to its own longest (one row of a single token), give the
+    values and LoRA gradients of one pass over all rows padded to the longest, and of the full
+    forward pass; the positions after a row's end are 0."""
+    from rft import generation
+    from rft.config import LoraConfig
+    from rft.grpo import sampler
+    from rft.models import wrap_with_lora
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir))
+    model = wrap_with_lora(model, LoraConfig(rank=4, alpha=8, target_modules="q_proj,v_proj"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    texts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS]
+    prompt_ids, prompt_mask = generation.pack_prompts([tokenizer(t).input_ids for t in texts], tokenizer.pad_token_id)
+    torch.manual_seed(3)
+    lengths = torch.tensor([1, 5, 3, 7, 2, 6])  # G = 3 for each of the 2 prompts
+    completion_mask = (torch.arange(7)[None, :] < lengths[:, None]).float()
+    completion_ids = torch.where(completion_mask.bool(), torch.randint(3, 200, (6, 7)), tokenizer.pad_token_id)
+    rollout = Rollout(prompt_ids, prompt_mask, 3, completion_ids, completion_mask, [""] * 6,
+                      torch.zeros(6, dtype=torch.bool), 0.0)
+    weights = torch.randn(6, 7)
+
+    def logprobs_and_gradients(rows_per_pass: int):
+        monkeypatch.setattr(sampler, "ROWS_PER_PASS", rows_per_pass)
+        logp, entropy = completion_logprobs(model, rollout, temperature=0.7, with_entropy=True)
+        (logp * weights * completion_mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        return logp, entropy, grads
+
+    split_logp, split_entropy, split_grads = logprobs_and_gradients(2)
+    whole_logp, whole_entropy, whole_grads = logprobs_and_gradients(64)
+    with torch.no_grad():
+        expected = naive_logprobs(model, rollout, temperature=0.7)
+
+    mask = completion_mask.bool()
+    assert torch.allclose(split_logp[mask], whole_logp[mask], atol=1e-5)
+    assert torch.allclose(split_logp[mask], expected[mask], atol=1e-4)
+    assert torch.allclose(split_entropy[mask], whole_entropy[mask], atol=1e-5)
+    assert (split_logp[~mask] == 0).all() and (split_entropy[~mask] == 0).all()
+    assert split_grads.keys() == whole_grads.keys() and split_grads
+    for name, grad in whole_grads.items():
+        assert (split_grads[name] - grad).norm() <= 1e-4 * grad.norm(), name
