@@ -228,3 +228,18 @@ def test_the_generation_benchmark_prints_a_row_per_batch_size(tiny_model_dir, ca
     assert [line.split(" | ")[0] for line in table] == ["| rows", "| 2", "| 3"]
     # each of our precisions: its speed-up over generate(), its share of the matmul bound and of the bandwidth
     assert all(re.search(r"\| \d+\.\d\dx, \d+%, \d+% \|$", row) for row in table[1:])
+
+
+def test_the_training_pass_benchmark_prints_a_row_per_way(tiny_model_dir, capsys):
+    from bench.training_pass import main
+    from rft import lm_head
+    from rft.grpo import sampler
+
+    rows_per_pass, final_states = sampler.ROWS_PER_PASS, lm_head.final_states
+    main(["--repeats", "1", "--set", f"model.name_or_path={tiny_model_dir}", "--set", "sampling.num_generations=3",
+          "--set", "sampling.max_completion_length=6", "--set", "grpo.dynamic_sampling=false"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table] == [
+        "| way", "| one pass, autograd head", "| one pass, fused head", f"| passes of {rows_per_pass}, fused head"]
+    assert all(re.search(r"( \| \d+\.\d\d){3} \| \d+% \|$", row) for row in table[1:])
+    assert (sampler.ROWS_PER_PASS, lm_head.final_states) == (rows_per_pass, final_states)  # put back as they were
