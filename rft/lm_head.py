@@ -12,8 +12,8 @@ A plain linear head (the usual case: tied or untied, not itself adapted by LoRA)
 its log-probabilities have a hand-written backward, d log p(token) / d logits = onehot(token) -
 softmax, so a chunk's full-vocabulary work is one product and a few passes over its logits each
 way, instead of autograd's recorded log-softmax, gather and their backward (zero-filled
-full-vocabulary gradients, a scatter, an exp and a product each): about a third of a GRPO
-training pass before (README, "Performance").
+full-vocabulary gradients, a scatter, an exp and a product each): 8% less time in an arithmetic
+GRPO step's training passes (README, "Training passes").
 
 Models whose logits are more than a linear head of the last hidden state (soft-capped or scaled
 logits, wrappers around a decoder) keep the model's own logits; the chunked functions take them

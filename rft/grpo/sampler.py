@@ -171,8 +171,8 @@ def completion_logprobs(
 
     The prompt runs once per group (prefill_shared_prompts). The completions then run on its cache,
     longest first, ROWS_PER_PASS at a time, each pass padded only to its own longest: padded to the
-    batch's longest, completions of 25 to 60 tokens would spend about 40% of the decoder's work on
-    padding. Only the positions that are there reach the LM head, a chunk at a time (rft.lm_head).
+    batch's longest, arithmetic completions of 25 to 60 tokens spent a third of the decoder's work
+    on padding. Only the positions that are there reach the LM head, a chunk at a time (rft.lm_head).
     Logits are divided by the sampling temperature so the ratio compares the distribution that was
     sampled from.
     """
