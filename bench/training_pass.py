@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer.setup()
     trainer.start_rewards(0)
     timings = {"generate": 0.0, "environment": 0.0, "score": 0.0, "train": 0.0}
-    batches = [trainer.rollout_and_score(args.step, micro, timings) for micro in range(config.optim.gradient_accumulation_steps)]
+    micro_batches = range(config.optim.gradient_accumulation_steps)
+    batches = [trainer.rollout_and_score(args.step, micro, timings) for micro in micro_batches]
     trainer.assign_advantages(batches)
     trainer.rewards.close()
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     work = tokens * (3 * flops_per_token(trainer.model.get_base_model(), 0) + 2 * head.weight.numel())
     precision = "bf16" if models.cpu_bf16_matmuls(trainer.device, config.model.dtype) else "fp32"
     bound = matmul_bound_gflops(torch.bfloat16 if precision == "bf16" else torch.float32, device=trainer.device)
-    print(f"{args.preset}, step {args.step}: {len(batches)} micro-batch(es) of {[b.rollout.completion_ids.shape[0] for b in batches]} "
+    rows = [b.rollout.completion_ids.shape[0] for b in batches]
+    print(f"{args.preset}, step {args.step}: {len(batches)} micro-batch(es) of {rows} "
           f"completions, {tokens} tokens ({padded} padded to each micro-batch's longest), "
           f"{torch.get_num_threads()} threads; {precision} matmul bound {bound:.0f} GFLOP/s\n")
 

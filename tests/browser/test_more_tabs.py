@@ -48,8 +48,9 @@ def test_compare_play_inspect_export(dashboard_with_run, page, tmp_path):
         wait_for_text(page.locator("#compare-message"), r"same for both sides", timeout_s=90)
         wait_for_text(page.locator("#compare-summary-a"), r"base model[\s\S]*mean total -?\d\.\d{3}")
         wait_for_text(page.locator("#compare-summary-b"), rf"{run_dir.name} · step 3[\s\S]*mean total")
-        both = lambda: page.locator("#compare-table-a").inner_text() + page.locator("#compare-table-b").inner_text()  # noqa: E731
-        tables.append(wait_until(both, r"^(?![\s\S]*processing)[\s\S]*shorter_is_better"))
+        both = lambda: "\n".join(page.locator(f"#compare-table-{side}").inner_text() for side in "ab")  # noqa: E731
+        # Done, not pending: a pending table shows the earlier press's rows under "processing" or a timer ("0.1s").
+        tables.append(wait_until(both, r"(?m)\A(?![\s\S]*processing)(?![\s\S]*^\d+(\.\d+)?s$)[\s\S]*shorter_is_better"))
     assert tables[0] == tables[1]
     assert page.locator("#compare-table-b [role=grid]").get_attribute("aria-rowcount") == "3"  # header + 2
     assert page.locator("#compare-cancel").first.is_disabled()
