@@ -61,7 +61,7 @@ def way(rows_per_pass: int, fused_head: bool):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="arithmetic", help="the recipe whose first step is measured")
+    parser.add_argument("--preset", default="arithmetic", help="the recipe measured")
     parser.add_argument("--adapter", help="start from this adapter (a warm start's checkpoints/sft)")
     parser.add_argument("--step", type=int, default=1, help="the step whose prompts are sampled")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each way")
@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = ["sft.enabled=false"] + ([f"model.adapter={args.adapter}"] if args.adapter else []) + args.set
     config = preset_config(args.preset).with_overrides(overrides)
-    run_dir = Path(tempfile.mkdtemp(prefix="training-pass-"))
+    with tempfile.TemporaryDirectory(prefix="training-pass-") as run_dir:
+        measure(args, config, Path(run_dir))
+
+
+def measure(args: argparse.Namespace, config, run_dir: Path) -> None:
+    """Sample the step once in a throw-away run directory, then time each way on its micro-batches."""
     RunWriter(run_dir).create(config)
     trainer = Trainer(config, run_dir)
     trainer.setup()
