@@ -23,9 +23,11 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
   the model's forward in far fewer operations, which is what a step of a few rows costs;
 - on a CPU with native bf16 matmuls (AVX512-BF16, AMX), packs the weights in bf16 and runs the
   linear layers' products in bf16, which halves the bytes every step reads and doubles their
-  arithmetic rate. The residual stream, the KV cache and attention stay fp32; the logits are
-  rounded to bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16
-  autocast rounds them. The loss never uses the sampler's probabilities: the training pass
+  arithmetic rate. Large prompt caches are kept in bf16 too: when every row has a prompt of its own
+  (an evaluation's games, an environment's episodes), reading them is most of a step. The
+  residual stream, the rows' own tokens' cache and the softmax stay fp32; the logits are rounded to
+  bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16 autocast rounds
+  them. The loss never uses the sampler's probabilities: the training pass
   computes its own.
 Models whose cache is not a plain per-layer key/value cache (sliding windows, linear attention)
 fall back to generate(); `generation_path` says which path a model takes.
@@ -56,6 +58,10 @@ DECODE_ATTENTION = "rft_decode"
 COMPACT_WHEN_FINISHED = 0.25  # drop finished rows once this share of the batch has finished
 PACKED_WEIGHTS_MAX_BYTES = 2 * 2**30  # a packed copy of larger models' weights costs too much memory
 SAMPLER_BLOCK = 256  # vocabulary entries per block of the sampler's two-level cumulative sum
+# Contexts whose keys and values take less than this are read in fp32 even when the products are bf16:
+# the casts around their products then cost more than reading half the bytes saves (one 311-token
+# prompt, 14 MB: 8 rows decoded about 7% slower with it in bf16; 30 games' prompts, 620 MB: 1.25x faster).
+BF16_CONTEXT_MIN_BYTES = 64 * 2**20
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -141,11 +147,18 @@ class SharedContext:
     Attention over it gathers each context's rows' queries into one product with its keys. The
     rows of a context need not be adjacent; `keep_rows` follows the batch when finished rows leave.
     keys / values: per layer [C, Hkv, Lc, D]; mask [C, Lc] (1 where a token is); row_context [B].
+
+    `dtype` keeps the keys and values, and runs their products, in another precision (bf16 when the
+    decode loop's products are bf16): when the rows have contexts of their own (an evaluation's games,
+    an environment's episodes), reading them is most of a decode step, and bf16 halves the bytes.
     """
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
-                 row_context: torch.Tensor):
-        self.keys, self.values, self.mask = keys, values, mask.bool()
+                 row_context: torch.Tensor, dtype: torch.dtype | None = None):
+        self.given_dtype = keys[0].dtype
+        self.keys = [k.to(dtype) for k in keys] if dtype else keys
+        self.values = [v.to(dtype) for v in values] if dtype else values
+        self.mask = mask.bool()
         self._place_rows(row_context)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
@@ -167,18 +180,22 @@ class SharedContext:
 
     def scores(self, stacked_queries: torch.Tensor, layer: int) -> torch.Tensor:
         """q k^T over the context, unscaled and masked: [B, Hkv, g, D] -> [B, Hkv, g, Lc]."""
-        scores = self._by_row(torch.matmul(self._by_context(stacked_queries), self.keys[layer].transpose(-1, -2)))
+        keys = self.keys[layer]
+        scores = torch.matmul(self._by_context(stacked_queries).to(keys.dtype), keys.transpose(-1, -2))
+        scores = self._by_row(scores.to(stacked_queries.dtype))
         return scores if self.row_mask is None else scores.masked_fill(~self.row_mask, float("-inf"))
 
     def weighted_values(self, weights: torch.Tensor, layer: int) -> torch.Tensor:
         """weights v over the context: [B, Hkv, g, Lc] -> [B, Hkv, g, D]."""
-        return self._by_row(torch.matmul(self._by_context(weights), self.values[layer]))
+        values = self.values[layer]
+        return self._by_row(torch.matmul(self._by_context(weights).to(values.dtype), values).to(weights.dtype))
 
     def row_keys_values(self, row: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """A row's context, unpadded: per layer [Hkv, tokens, D]."""
+        """A row's context, unpadded, in the dtype it was given in: per layer [Hkv, tokens, D]."""
         context = int(self.row_context[row])
         columns = self.mask[context].nonzero().squeeze(1)
-        return [k[context][:, columns] for k in self.keys], [v[context][:, columns] for v in self.values]
+        return ([k[context][:, columns].to(self.given_dtype) for k in self.keys],
+                [v[context][:, columns].to(self.given_dtype) for v in self.values])
 
     def _by_context(self, per_row: torch.Tensor) -> torch.Tensor:
         """[B, Hkv, g, X] -> [C, Hkv, width * g, X], each context's rows side by side (zeros where it has fewer)."""
@@ -398,8 +415,7 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
     eos = torch.tensor(eos_ids, device=device)
     forward = LlamaDecodeStep(model, packed.bf16) if packed and LlamaDecodeStep.covers(model, packed) \
         else ModelDecodeStep(model)
-    context = SharedContext([layer.keys for layer in context_cache.layers],
-                            [layer.values for layer in context_cache.layers], context_mask, row_context)
+    context = _shared_context(context_cache, context_mask, row_context, bf16=packed is not None and packed.bf16)
     del context_cache
     cache = StaticCache(config=model.config, max_cache_len=max_new_tokens)
     attention_mask = torch.zeros(rows, max_new_tokens, dtype=torch.long, device=device)
@@ -441,6 +457,14 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
     if on_leave is not None:
         on_leave(output, active, torch.arange(len(active), device=device), keys_values)
     return output[:, :steps]
+
+
+def _shared_context(cache, mask: torch.Tensor, row_context: torch.Tensor, bf16: bool) -> SharedContext:
+    """The prefilled contexts as the decode loop reads them: kept in bf16 when the products are bf16
+    and the contexts are large enough for that to pay (BF16_CONTEXT_MIN_BYTES)."""
+    keys, values = [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
+    large = sum(tensor.nbytes for tensor in keys + values) >= BF16_CONTEXT_MIN_BYTES
+    return SharedContext(keys, values, mask, row_context, dtype=torch.bfloat16 if bf16 and large else None)
 
 
 @dataclass

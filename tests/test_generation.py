@@ -217,9 +217,20 @@ def test_the_llama_decode_step_computes_the_models_own_logits(tiny_model_dir, mo
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused, own))
 
 
-def test_the_llama_decode_step_in_bf16_stays_near_fp32s_distribution(bundled_model_dir, monkeypatch):
-    """In bf16 (products only: the residual stream and attention stay fp32) the fused step's
-    next-token distribution stays within a thousandth of a nat of the fp32 model's, along a sampled reply."""
+@pytest.mark.parametrize("context_in_bf16", [False, True])
+def test_the_llama_decode_step_in_bf16_stays_near_fp32s_distribution(bundled_model_dir, monkeypatch, context_in_bf16):
+    """In bf16 (the products, and the prompt's keys and values where they are large enough: the
+    residual stream, the rows' own cache and the softmax stay fp32) the fused step's next-token
+    distribution stays within a thousandth of a nat of the fp32 model's, along a sampled reply."""
+    contexts, shared_context = [], generation._shared_context
+
+    def recorded_context(*args, **kwargs):
+        contexts.append(shared_context(*args, **kwargs))
+        return contexts[-1]
+
+    monkeypatch.setattr(generation, "_shared_context", recorded_context)
+    if context_in_bf16:  # this prompt's cache is small: lower the bar so that it is kept in bf16
+        monkeypatch.setattr(generation, "BF16_CONTEXT_MIN_BYTES", 0)
     model, tokenizer = load_for_inference(str(bundled_model_dir))
     text = render_prompt(tokenizer, [{"role": "user", "content": "Write a short story about a cat."}])
     prompt_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
@@ -230,6 +241,7 @@ def test_the_llama_decode_step_in_bf16_stays_near_fp32s_distribution(bundled_mod
 
     fp32 = torch.stack(teacher_forced_logits(monkeypatch, *args, fused=False, bf16=False)).log_softmax(-1)
     bf16 = torch.stack(teacher_forced_logits(monkeypatch, *args, fused=True, bf16=True)).log_softmax(-1)
+    assert contexts[-1].keys[0].dtype == (torch.bfloat16 if context_in_bf16 else torch.float32)
     kl = (fp32.exp() * (fp32 - bf16)).sum(-1)
     assert float(kl.mean()) < 0.003 and float(kl.max()) < 0.05
     assert (fp32.argmax(-1) == bf16.argmax(-1)).float().mean() > 0.95
@@ -282,6 +294,19 @@ def test_attention_over_a_shared_context_equals_attention_over_each_rows_own_cop
     assert torch.equal(row_keys[0], keys[0])
     row_keys, _ = shared.row_keys_values(4)  # kept row 6: context 1, its padding dropped
     assert torch.equal(row_keys[0], keys[1][:, 3:])
+
+    # Kept in bf16, the context's products round: near the fp32 attention, not equal to it. A row's
+    # cache comes back in the dtype it was given in.
+    in_bf16 = generation.SharedContext([keys], [values], context_mask, row_context, dtype=torch.bfloat16)
+    in_bf16.keep_rows(keep)
+    rounded, _ = generation.decode_attention(layer, query, own_keys, own_values, own_mask, scaling=0.3,
+                                             shared_context=in_bf16)
+    exact, _ = generation.decode_attention(layer, query, own_keys, own_values, own_mask, scaling=0.3,
+                                           shared_context=shared)
+    assert in_bf16.keys[0].dtype == in_bf16.values[0].dtype == torch.bfloat16 and rounded.dtype == torch.float32
+    assert torch.allclose(rounded, exact, atol=0.03) and not torch.allclose(rounded, exact, atol=1e-4)
+    row_keys, _ = in_bf16.row_keys_values(4)
+    assert row_keys[0].dtype == torch.float32 and torch.equal(row_keys[0], keys[1][:, 3:].bfloat16().float())
 
 
 @pytest.mark.parametrize("vocabulary", [50, 700])
