@@ -23,8 +23,9 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
   the model's forward in far fewer operations, which is what a step of a few rows costs;
 - on a CPU with native bf16 matmuls (AVX512-BF16, AMX), packs the weights in bf16 and runs the
   linear layers' products in bf16, which halves the bytes every step reads and doubles their
-  arithmetic rate. Large prompt caches are kept in bf16 too: when every row has a prompt of its own
-  (an evaluation's games, an environment's episodes), reading them is most of a step. The
+  arithmetic rate. Prompt caches larger than the weights are kept in bf16 too: when every row has a
+  long prompt of its own (an evaluation's games, an environment's episodes), reading them is most of
+  a step. The
   residual stream, the rows' own tokens' cache and the softmax stay fp32; the logits are rounded to
   bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16 autocast rounds
   them. The loss never uses the sampler's probabilities: the training pass
@@ -58,10 +59,6 @@ DECODE_ATTENTION = "rft_decode"
 COMPACT_WHEN_FINISHED = 0.25  # drop finished rows once this share of the batch has finished
 PACKED_WEIGHTS_MAX_BYTES = 2 * 2**30  # a packed copy of larger models' weights costs too much memory
 SAMPLER_BLOCK = 256  # vocabulary entries per block of the sampler's two-level cumulative sum
-# Contexts whose keys and values take less than this are read in fp32 even when the products are bf16:
-# the casts around their products then cost more than reading half the bytes saves (one 311-token
-# prompt, 14 MB: 8 rows decoded about 7% slower with it in bf16; 30 games' prompts, 620 MB: 1.25x faster).
-BF16_CONTEXT_MIN_BYTES = 64 * 2**20
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -415,7 +412,7 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
     eos = torch.tensor(eos_ids, device=device)
     forward = LlamaDecodeStep(model, packed.bf16) if packed and LlamaDecodeStep.covers(model, packed) \
         else ModelDecodeStep(model)
-    context = _shared_context(context_cache, context_mask, row_context, bf16=packed is not None and packed.bf16)
+    context = _shared_context(context_cache, context_mask, row_context, packed)
     del context_cache
     cache = StaticCache(config=model.config, max_cache_len=max_new_tokens)
     attention_mask = torch.zeros(rows, max_new_tokens, dtype=torch.long, device=device)
@@ -459,12 +456,18 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
     return output[:, :steps]
 
 
-def _shared_context(cache, mask: torch.Tensor, row_context: torch.Tensor, bf16: bool) -> SharedContext:
+def _shared_context(cache, mask: torch.Tensor, row_context: torch.Tensor,
+                    packed: PackedWeights | None) -> SharedContext:
     """The prefilled contexts as the decode loop reads them: kept in bf16 when the products are bf16
-    and the contexts are large enough for that to pay (BF16_CONTEXT_MIN_BYTES)."""
+    and reading the contexts costs more than reading the weights.
+
+    Below that, the casts around their products cost about what reading half the bytes saves, and
+    bf16 would only move near-tied greedy answers: measured, 8 rows of one 311-token prompt (14 MB)
+    decoded 7% slower, an arithmetic evaluation (32 problems a batch, 150 MB against 270 MB of bf16
+    weights) no faster; 30 Wordle games' prompts (620 MB) 1.25x faster."""
     keys, values = [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
-    large = sum(tensor.nbytes for tensor in keys + values) >= BF16_CONTEXT_MIN_BYTES
-    return SharedContext(keys, values, mask, row_context, dtype=torch.bfloat16 if bf16 and large else None)
+    in_bf16 = packed is not None and packed.bf16 and sum(t.nbytes for t in keys + values) > packed.nbytes
+    return SharedContext(keys, values, mask, row_context, dtype=torch.bfloat16 if in_bf16 else None)
 
 
 @dataclass
@@ -704,6 +707,12 @@ class PackedWeights:
 
     layers: list[torch.nn.Module]
     bf16: bool
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the packed copies: what a decode step reads of the weights."""
+        weights = (m.get_base_layer().weight if _is_lora(m) else m.weight for m in self.layers)
+        return sum(weight.numel() for weight in weights) * (2 if self.bf16 else 4)
 
 
 def _packed_product(weight: torch.Tensor, bias: torch.Tensor | None, bf16: bool):
