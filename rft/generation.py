@@ -25,11 +25,9 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
   linear layers' products in bf16, which halves the bytes every step reads and doubles their
   arithmetic rate. Prompt caches larger than the weights are kept in bf16 too: when every row has a
   long prompt of its own (an evaluation's games, an environment's episodes), reading them is most of
-  a step. The
-  residual stream, the rows' own tokens' cache and the softmax stay fp32; the logits are rounded to
-  bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16 autocast rounds
-  them. The loss never uses the sampler's probabilities: the training pass
-  computes its own.
+  a step. The residual stream, the rows' own tokens' cache and the softmax stay fp32; the logits are
+  rounded to bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16 autocast
+  rounds them. The loss never uses the sampler's probabilities: the training pass computes its own.
 Models whose cache is not a plain per-layer key/value cache (sliding windows, linear attention)
 fall back to generate(); `generation_path` says which path a model takes.
 """

@@ -219,9 +219,10 @@ def test_the_llama_decode_step_computes_the_models_own_logits(tiny_model_dir, mo
 
 @pytest.mark.parametrize("context_in_bf16", [False, True])
 def test_the_llama_decode_step_in_bf16_stays_near_fp32s_distribution(bundled_model_dir, monkeypatch, context_in_bf16):
-    """In bf16 (the products, and the prompt's keys and values where they are large enough: the
-    residual stream, the rows' own cache and the softmax stay fp32) the fused step's next-token
-    distribution stays within a thousandth of a nat of the fp32 model's, along a sampled reply."""
+    """In bf16 (the products, and the prompt's keys and values where they take more bytes than the
+    weights: the residual stream, the rows' own cache and the softmax stay fp32) the fused step's
+    next-token distribution stays within a thousandth of a nat of the fp32 model's, along a sampled
+    reply."""
     contexts, shared_context = [], generation._shared_context
 
     def recorded_context(*args, **kwargs):
