@@ -24,7 +24,7 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
 - on a CPU with native bf16 matmuls (AVX512-BF16, AMX), packs the weights in bf16 and runs the
   linear layers' products in bf16, which halves the bytes every step reads and doubles their
   arithmetic rate. Prompt caches larger than the weights are kept in bf16 too: when every row has a
-  long prompt of its own (an evaluation's games, an environment's episodes), reading them is most of
+  long prompt of its own (an evaluation's games, an environment's episodes), reading them can be most of
   a step. The residual stream, the rows' own tokens' cache and the softmax stay fp32; the logits are
   rounded to bf16 as a bf16 model's are in any GPU sampler, and as the training pass's bf16 autocast
   rounds them. The loss never uses the sampler's probabilities: the training pass computes its own.
@@ -145,7 +145,7 @@ class SharedContext:
 
     `dtype` keeps the keys and values, and runs their products, in another precision (bf16 when the
     decode loop's products are bf16): when the rows have contexts of their own (an evaluation's games,
-    an environment's episodes), reading them is most of a decode step, and bf16 halves the bytes.
+    an environment's episodes), reading them can be most of a decode step, and bf16 halves the bytes.
     """
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
