@@ -673,7 +673,7 @@ def _packable_linears(model) -> list[torch.nn.Module]:
             chosen.append(module)
         elif type(module) is torch.nn.Linear:
             chosen.append(module)
-    weights = [m.get_base_layer().weight if _is_lora(m) else m.weight for m in chosen]
+    weights = [_base_weight(m) for m in chosen]
     if any(w.dtype != torch.float32 for w in weights) or sum(w.numel() * 4 for w in weights) > PACKED_WEIGHTS_MAX_BYTES:
         return []
     return chosen
@@ -683,15 +683,18 @@ def _is_lora(module) -> bool:
     return hasattr(module, "lora_A") and hasattr(module, "get_base_layer")
 
 
+def _base_weight(module) -> torch.Tensor:
+    """A linear layer's own weight (a LoRA layer's base weight, without its adapter)."""
+    return module.get_base_layer().weight if _is_lora(module) else module.weight
+
+
 def _bias(module) -> torch.Tensor | None:
     return module.get_base_layer().bias if _is_lora(module) else module.bias
 
 
 def _effective_weight(module) -> torch.Tensor:
-    if not _is_lora(module):
-        return module.weight.detach()
-    weight = module.get_base_layer().weight.detach()
-    if module.disable_adapters:
+    weight = _base_weight(module).detach()
+    if not _is_lora(module) or module.disable_adapters:
         return weight
     for name in module.active_adapters:
         if name in module.lora_A:
@@ -709,8 +712,7 @@ class PackedWeights:
     @property
     def nbytes(self) -> int:
         """The bytes of the packed copies: what a decode step reads of the weights."""
-        weights = (m.get_base_layer().weight if _is_lora(m) else m.weight for m in self.layers)
-        return sum(weight.numel() for weight in weights) * (2 if self.bf16 else 4)
+        return sum(_base_weight(module).numel() for module in self.layers) * (2 if self.bf16 else 4)
 
 
 def _packed_product(weight: torch.Tensor, bias: torch.Tensor | None, bf16: bool):
