@@ -106,33 +106,42 @@ def prefill_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
 
 def decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, shared_context=None,
                      **kwargs):
-    """Attention for one new token per row: softmax(q k^T * scale + mask) v, per key/value head, over
-    the row's shared context (its prompt's keys, `SharedContext`) and then its own tokens.
-
-    The query heads that share a key/value head are stacked as rows of one product, so the keys are
-    read once per group instead of copied once per query head. Longer queries (a prefill) take the
-    library's SDPA path. query [B, H, 1, D], key / value [B, Hkv, L, D] (the rows' own tokens), mask
-    bool [B, 1, 1, L].
-    """
+    """The attention interface's function while the decode loop runs: `attend_one_token` for one new
+    token per row, the library's SDPA for longer queries (a prefill). query [B, H, 1, D], key / value
+    [B, Hkv, L, D] (the rows' own tokens), mask bool [B, 1, 1, L]."""
     if query.shape[2] != 1 or dropout:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     batch, heads, _, head_dim = query.shape
     kv_heads = key.shape[1]
-    stacked = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    scores = torch.matmul(stacked, key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float("-inf"))
-    if shared_context is None:
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-        output = torch.matmul(weights, value)  # [B, Hkv, H / Hkv, D]
-    else:
-        context_scores = shared_context.scores(stacked, module.layer_idx) * scaling
-        weights = torch.softmax(torch.cat([context_scores, scores], -1), dim=-1, dtype=torch.float32).to(value.dtype)
-        context_length = context_scores.shape[-1]
-        output = shared_context.weighted_values(weights[..., :context_length], module.layer_idx) \
-            + torch.matmul(weights[..., context_length:], value)
+    queries = (query * scaling).reshape(batch, kv_heads, heads // kv_heads, head_dim)
+    output = attend_one_token(queries, key, value, attention_mask, shared_context, module.layer_idx)
     return output.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
+
+
+def attend_one_token(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+                     context: SharedContext | None, layer: int) -> torch.Tensor:
+    """Attention for one new token per row: softmax(q k^T + mask) v, per key/value head, over the row's
+    shared context (its prompt's keys, `SharedContext`) and then its own tokens.
+
+    The query heads that share a key/value head are stacked as rows of one product, so the keys are
+    read once per group instead of copied once per query head. The scores over the context come out
+    head-major ([Hkv, B, g, Lc], see SharedContext), and the rows' own ones join them there: the
+    softmax and the context's products then read and write the long context-sized tensors in place,
+    and only the short own-token ones are transposed. queries [B, Hkv, g, D], already scaled; keys /
+    values [B, Hkv, L, D]; mask None or bool [B, 1, 1, L]. Returns [B, Hkv, g, D].
+    """
+    scores = torch.matmul(queries, keys.transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    if context is None:
+        return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)
+    context_scores = context.scores(queries.transpose(0, 1), layer)
+    weights = torch.softmax(torch.cat([context_scores, scores.transpose(0, 1)], -1), dim=-1,
+                            dtype=torch.float32).to(values.dtype)
+    context_length = context_scores.shape[-1]
+    own = torch.matmul(weights[..., context_length:].transpose(0, 1), values)
+    return own + context.weighted_values(weights[..., :context_length], layer).transpose(0, 1)
 
 
 class SharedContext:
@@ -141,7 +150,12 @@ class SharedContext:
 
     Attention over it gathers each context's rows' queries into one product with its keys. The
     rows of a context need not be adjacent; `keep_rows` follows the batch when finished rows leave.
-    keys / values: per layer [C, Hkv, Lc, D]; mask [C, Lc] (1 where a token is); row_context [B].
+    keys / values: per layer [C, Hkv, Lc, D], as a cache holds them; mask [C, Lc] (1 where a token
+    is); row_context [B].
+
+    They are kept head-major, [Hkv, C, Lc, D], and so are the queries and the scores of their
+    products ([Hkv, B, g, ...]): a batch's rows in generate()'s order (each context's rows together)
+    are then each context's block of rows as they are, with no copy into a per-context layout and back.
 
     `dtype` keeps the keys and values, and runs their products, in another precision (bf16 when the
     decode loop's products are bf16): when the rows have contexts of their own (an evaluation's games,
@@ -151,8 +165,8 @@ class SharedContext:
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
                  row_context: torch.Tensor, dtype: torch.dtype | None = None):
         self.given_dtype = keys[0].dtype
-        self.keys = [k.to(dtype) for k in keys] if dtype else keys
-        self.values = [v.to(dtype) for v in values] if dtype else values
+        self.keys = [k.transpose(0, 1).contiguous().to(dtype or self.given_dtype) for k in keys]
+        self.values = [v.transpose(0, 1).contiguous().to(dtype or self.given_dtype) for v in values]
         self.mask = mask.bool()
         self._place_rows(row_context)
 
@@ -171,17 +185,17 @@ class SharedContext:
         # scatter into the per-context layout, and unpadded contexts no mask.
         self.in_order = len(slot) == contexts * self.width and torch.equal(
             self.flat_index, torch.arange(len(slot), device=slot.device))
-        self.row_mask = None if self.mask.all() else self.mask[self.row_context][:, None, None, :]  # [B, 1, 1, Lc]
+        self.row_mask = None if self.mask.all() else self.mask[self.row_context][None, :, None, :]  # [1, B, 1, Lc]
 
-    def scores(self, stacked_queries: torch.Tensor, layer: int) -> torch.Tensor:
-        """q k^T over the context, unscaled and masked: [B, Hkv, g, D] -> [B, Hkv, g, Lc]."""
+    def scores(self, queries: torch.Tensor, layer: int) -> torch.Tensor:
+        """q k^T over the context, masked: head-major queries [Hkv, B, g, D] -> [Hkv, B, g, Lc]."""
         keys = self.keys[layer]
-        scores = torch.matmul(self._by_context(stacked_queries).to(keys.dtype), keys.transpose(-1, -2))
-        scores = self._by_row(scores.to(stacked_queries.dtype))
+        scores = torch.matmul(self._by_context(queries).to(keys.dtype), keys.transpose(-1, -2))
+        scores = self._by_row(scores.to(queries.dtype))
         return scores if self.row_mask is None else scores.masked_fill(~self.row_mask, float("-inf"))
 
     def weighted_values(self, weights: torch.Tensor, layer: int) -> torch.Tensor:
-        """weights v over the context: [B, Hkv, g, Lc] -> [B, Hkv, g, D]."""
+        """weights v over the context: head-major [Hkv, B, g, Lc] -> [Hkv, B, g, D]."""
         values = self.values[layer]
         return self._by_row(torch.matmul(self._by_context(weights).to(values.dtype), values).to(weights.dtype))
 
@@ -189,25 +203,22 @@ class SharedContext:
         """A row's context, unpadded, in the dtype it was given in: per layer [Hkv, tokens, D]."""
         context = int(self.row_context[row])
         columns = self.mask[context].nonzero().squeeze(1)
-        return ([k[context][:, columns].to(self.given_dtype) for k in self.keys],
-                [v[context][:, columns].to(self.given_dtype) for v in self.values])
+        return ([k[:, context][:, columns].to(self.given_dtype) for k in self.keys],
+                [v[:, context][:, columns].to(self.given_dtype) for v in self.values])
 
     def _by_context(self, per_row: torch.Tensor) -> torch.Tensor:
-        """[B, Hkv, g, X] -> [C, Hkv, width * g, X], each context's rows side by side (zeros where it has fewer)."""
-        rows, kv_heads, groups, last = per_row.shape
-        if self.in_order:
-            padded = per_row
-        else:
-            padded = per_row.new_zeros(len(self.mask) * self.width, kv_heads, groups, last)
-            padded[self.flat_index] = per_row
-        return padded.reshape(-1, self.width, kv_heads, groups, last).transpose(1, 2).reshape(
-            -1, kv_heads, self.width * groups, last)
+        """[Hkv, B, g, X] -> [Hkv, C, width * g, X], each context's rows side by side (zeros where it has fewer)."""
+        kv_heads, _, groups, last = per_row.shape
+        if not self.in_order:
+            padded = per_row.new_zeros(kv_heads, len(self.mask) * self.width, groups, last)
+            padded[:, self.flat_index] = per_row
+            per_row = padded
+        return per_row.reshape(kv_heads, len(self.mask), self.width * groups, last)
 
     def _by_row(self, per_context: torch.Tensor) -> torch.Tensor:
-        contexts, kv_heads, _, last = per_context.shape
-        by_row = per_context.view(contexts, kv_heads, self.width, -1, last).transpose(1, 2)
-        by_row = by_row.reshape(contexts * self.width, kv_heads, -1, last)
-        return by_row if self.in_order else by_row[self.flat_index]
+        kv_heads, contexts, _, last = per_context.shape
+        by_row = per_context.view(kv_heads, contexts * self.width, -1, last)
+        return by_row if self.in_order else by_row[:, self.flat_index]
 
 
 AttentionInterface.register(DECODE_ATTENTION, decode_attention)
@@ -219,7 +230,6 @@ class FusedLayer:
     """A decoder layer as LlamaDecodeStep computes it: its products (packed, q/k/v and gate/up fused)
     and its norms' (weight, epsilon)."""
 
-    attention: torch.nn.Module  # for decode_attention: its layer_idx and scaling
     input_norm: tuple[torch.Tensor, float]
     qkv: Callable[[torch.Tensor], torch.Tensor]
     o: Callable[[torch.Tensor], torch.Tensor]
@@ -235,12 +245,14 @@ class LlamaDecodeStep:
     At a handful of rows a decode step is bound by per-operation overhead, not arithmetic: the
     model's own forward spends ~75 tensor operations and a dozen module calls a layer (casts, views,
     masks rebuilt each step, three query/key/value products, two MLP input products). This step
-    computes the same function with one product for q, k and v, one for the MLP's gate and up, each
-    RMS norm as one call, and rotary embedding as one roll (rotate_half(x) is roll(x, D/2) with the
-    first half negated), and runs attention through decode_attention over the columns written so
-    far (every row has written the same ones, so no mask). The
-    products are the packed copies `_packed_linear_weights` uses, so its numerics are the model's
-    own up to the order of float additions (tests/test_generation.py compares the two).
+    computes the same function with one product for q, k and v (the attention's scale folded into
+    q's weights: rotary embedding is linear, so scaling q before it scales the scores), one for the
+    MLP's gate and up, each RMS norm as one call, and rotary embedding as one roll (rotate_half(x) is
+    roll(x, D/2) with the first half negated). It keeps the rows' own keys and values in tensors of
+    its own, written in place, and attends over the columns written so far (every row has written
+    the same ones, so no mask). The products are the packed copies `_packed_linear_weights` uses,
+    so its numerics are the model's own up to the order of float additions (tests/test_generation.py
+    compares the two).
     """
 
     MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -261,7 +273,7 @@ class LlamaDecodeStep:
             layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
         return all(id(module) in packed_ids for module in used)
 
-    def __init__(self, model, bf16: bool):
+    def __init__(self, model, packed: PackedWeights, context: SharedContext, rows: int, max_new_tokens: int):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         config = base.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -269,20 +281,28 @@ class LlamaDecodeStep:
         self.embed_tokens, self.rotary_emb = base.model.embed_tokens, base.model.rotary_emb
         self.final_norm = (base.model.norm.weight, base.model.norm.variance_epsilon)
         self.lm_head = base.lm_head.forward  # the packed product `_packed_linear_weights` installed
+        device = next(model.parameters()).device
         half = self.head_dim // 2
-        self.rotate_sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(next(model.parameters()).device)
-        self.layers = [self._layer(layer, bf16) for layer in base.model.layers]
+        self.rotate_sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(device)
+        self.layers = [self._layer(layer, packed.bf16) for layer in base.model.layers]
+        self.context = context
+        # Columns are written one step at a time and only those written are read: no need to clear.
+        shape = (rows, self.kv_heads, max_new_tokens, self.head_dim)
+        self.keys = [torch.empty(shape, device=device) for _ in self.layers]
+        self.values = [torch.empty(shape, device=device) for _ in self.layers]
 
     @staticmethod
     def _layer(layer, bf16: bool) -> FusedLayer:
         attention, mlp = layer.self_attn, layer.mlp
         qkv = [attention.q_proj, attention.k_proj, attention.v_proj]
+        scales = [attention.scaling, 1.0, 1.0]
         biases = [_bias(module) for module in qkv]
-        qkv_bias = torch.cat(biases) if all(b is not None for b in biases) else None
+        qkv_bias = torch.cat([b * scale for b, scale in zip(biases, scales)]) if all(b is not None for b in biases) \
+            else None
         return FusedLayer(
-            attention=attention,
             input_norm=(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
-            qkv=_packed_product(torch.cat([_effective_weight(m) for m in qkv]), qkv_bias, bf16),
+            qkv=_packed_product(torch.cat([_effective_weight(m) * scale for m, scale in zip(qkv, scales)]), qkv_bias,
+                                bf16),
             o=attention.o_proj.forward,
             post_norm=(layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
             gate_up=_packed_product(torch.cat([_effective_weight(mlp.gate_proj), _effective_weight(mlp.up_proj)]),
@@ -290,11 +310,17 @@ class LlamaDecodeStep:
             down=mlp.down_proj.forward,
         )
 
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, step: int,
-                 cache: StaticCache, context: SharedContext) -> torch.Tensor:
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        self.keys = [keys[keep] for keys in self.keys]
+        self.values = [values[keep] for values in self.values]
+
+    def own_keys_values(self, row: int, written: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The keys and values of a row's first `written` tokens: per layer [Hkv, written, D]."""
+        return [keys[row, :, :written] for keys in self.keys], [values[row, :, :written] for values in self.values]
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, step: int) -> torch.Tensor:
         """The next-token logits [B, V] (fp32) after feeding `tokens` [B] at `positions` [B], the rows'
-        token number `step`: their keys and values go to `cache`, at that column. Every row has written
-        columns 0..step, so attention reads those and needs no mask (`attention_mask` is the model's)."""
+        token number `step`."""
         rows, heads, kv_heads, head_dim = len(tokens), self.heads, self.kv_heads, self.head_dim
         x = self.embed_tokens(tokens)
         cos, sin = self.rotary_emb(x, positions[:, None])  # [B, 1, D]: broadcast over the heads below
@@ -304,11 +330,12 @@ class LlamaDecodeStep:
             qkv = layer.qkv(torch.nn.functional.rms_norm(x, hidden, *layer.input_norm))
             query_key = qkv[:, :(heads + kv_heads) * head_dim].view(rows, heads + kv_heads, head_dim)
             query_key = query_key * cos + query_key.roll(head_dim // 2, -1) * signed_sin
-            new_values = qkv[:, (heads + kv_heads) * head_dim:].view(rows, kv_heads, 1, head_dim)
-            keys, values = cache.layers[index].update(query_key[:, heads:, None], new_values)
-            attention, _ = decode_attention(layer.attention, query_key[:, :heads, None], keys[:, :, :step + 1],
-                                            values[:, :, :step + 1], None, scaling=layer.attention.scaling,
-                                            shared_context=context)
+            keys, values = self.keys[index], self.values[index]
+            keys[:, :, step] = query_key[:, heads:]
+            values[:, :, step] = qkv[:, (heads + kv_heads) * head_dim:].view(rows, kv_heads, head_dim)
+            queries = query_key[:, :heads].view(rows, kv_heads, heads // kv_heads, head_dim)
+            attention = attend_one_token(queries, keys[:, :, :step + 1], values[:, :, :step + 1], None, self.context,
+                                         index)
             x = x + layer.o(attention.reshape(rows, heads * head_dim))
             gate_up = layer.gate_up(torch.nn.functional.rms_norm(x, hidden, *layer.post_norm))
             gate, up = gate_up.chunk(2, -1)
@@ -318,15 +345,30 @@ class LlamaDecodeStep:
 
 class ModelDecodeStep:
     """The model's own forward as a decode step (any model the decode loop covers), with
-    LlamaDecodeStep's signature."""
+    LlamaDecodeStep's interface: the rows' own tokens go to a StaticCache, under an attention mask
+    of the columns written so far."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, context: SharedContext, rows: int, max_new_tokens: int):
+        self.model, self.context = model, context
+        self.cache = StaticCache(config=model.config, max_cache_len=max_new_tokens)
+        self.attention_mask = torch.zeros(rows, max_new_tokens, dtype=torch.long, device=context.mask.device)
 
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, step: int,
-                 cache: StaticCache, context: SharedContext) -> torch.Tensor:
-        logits = self.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
-                            past_key_values=cache, use_cache=True, logits_to_keep=1, shared_context=context).logits
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        self.attention_mask = self.attention_mask[keep]
+        if self.cache.is_initialized:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[keep], layer.values[keep]
+                layer.batch_size = len(keep)
+
+    def own_keys_values(self, row: int, written: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return ([layer.keys[row, :, :written] for layer in self.cache.layers],
+                [layer.values[row, :, :written] for layer in self.cache.layers])
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, step: int) -> torch.Tensor:
+        self.attention_mask[:, step] = 1
+        logits = self.model(input_ids=tokens[:, None], attention_mask=self.attention_mask,
+                            position_ids=positions[:, None], past_key_values=self.cache, use_cache=True,
+                            logits_to_keep=1, shared_context=self.context).logits
         return logits[:, -1].float()
 
 
@@ -389,38 +431,35 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats
     with _decode_attention(model), _packed_linear_weights(model, enabled=packed_weights, bf16=bf16) as packed:
         prompt_cache, logits = prefill_prompts(model, prompt_ids, prompt_mask)
         row_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat_interleave(repeats)
-        return _decode(model, prompt_cache, prompt_mask, row_prompt, logits[row_prompt, -1].float(), max_new_tokens,
-                       eos_ids, pad_id, logits_warpers(temperature, top_p, top_k) if temperature > 0 else None, compact,
+        context = _shared_context(prompt_cache, prompt_mask, row_prompt, packed)
+        del prompt_cache  # the context holds its own copy
+        return _decode(model, context, logits[row_prompt, -1].float(), max_new_tokens, eos_ids, pad_id,
+                       logits_warpers(temperature, top_p, top_k) if temperature > 0 else None, compact,
                        multinomial=multinomial, packed=packed)
 
 
-def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch.Tensor, next_logits: torch.Tensor,
-            max_new_tokens: int, eos_ids: list[int], pad_id: int, warpers: LogitsProcessorList | None,
-            compact: bool = True, on_leave=None, multinomial: bool = False,
-            packed: PackedWeights | None = None) -> torch.Tensor:
-    """The decode loop: up to `max_new_tokens` tokens for each row, after its context: the prefilled
-    cache and mask [C, Lc] of C distinct contexts, `row_context` [rows] the context of each row, and
-    each row's next-token logits [rows, V]. The contexts stay shared (`SharedContext`); the rows'
-    own tokens go to a static cache. Returns the tokens [rows, steps], pad after each row's first
-    EOS. `on_leave(output, output_rows, batch_rows, keys_values)` is called for rows about to leave
-    the batch (compacted away, or at the end); `keys_values(batch_row, written)` gives that row's
-    whole cache (context, then its first `written` tokens) while it is still there."""
-    device = context_mask.device
-    rows = len(row_context)
+def _decode(model, context: SharedContext, next_logits: torch.Tensor, max_new_tokens: int, eos_ids: list[int],
+            pad_id: int, warpers: LogitsProcessorList | None, compact: bool = True, on_leave=None,
+            multinomial: bool = False, packed: PackedWeights | None = None) -> torch.Tensor:
+    """The decode loop: up to `max_new_tokens` tokens for each row, after its context (the prefilled
+    prompts, shared by their rows), from each row's next-token logits [rows, V]. The rows' own tokens
+    go to the decode step's cache. Returns the tokens [rows, steps], pad after each row's first EOS.
+    `on_leave(output, output_rows, batch_rows, keys_values)` is called for rows about to leave the
+    batch (compacted away, or at the end); `keys_values(batch_row, written)` gives that row's whole
+    cache (context, then its first `written` tokens) while it is still there."""
+    device = next_logits.device
+    rows = len(next_logits)
     eos = torch.tensor(eos_ids, device=device)
-    forward = LlamaDecodeStep(model, packed.bf16) if packed and LlamaDecodeStep.covers(model, packed) \
-        else ModelDecodeStep(model)
-    context = _shared_context(context_cache, context_mask, row_context, packed)
-    del context_cache
-    cache = StaticCache(config=model.config, max_cache_len=max_new_tokens)
-    attention_mask = torch.zeros(rows, max_new_tokens, dtype=torch.long, device=device)
-    positions = context_mask.sum(-1)[row_context]
+    forward = LlamaDecodeStep(model, packed, context, rows, max_new_tokens) \
+        if packed and LlamaDecodeStep.covers(model, packed) else ModelDecodeStep(model, context, rows, max_new_tokens)
+    positions = context.mask.sum(-1)[context.row_context]
 
     def keys_values(batch_row: int, written: int):
         keys, values = context.row_keys_values(batch_row)
-        if written and cache.is_initialized:
-            keys = [torch.cat([k, layer.keys[batch_row][:, :written]], 1) for k, layer in zip(keys, cache.layers)]
-            values = [torch.cat([v, layer.values[batch_row][:, :written]], 1) for v, layer in zip(values, cache.layers)]
+        if written:  # then the decode step has cached them
+            own_keys, own_values = forward.own_keys_values(batch_row, written)
+            keys = [torch.cat([k, own], 1) for k, own in zip(keys, own_keys, strict=True)]
+            values = [torch.cat([v, own], 1) for v, own in zip(values, own_values, strict=True)]
         return keys, values
 
     output = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -441,13 +480,10 @@ def _decode(model, context_cache, context_mask: torch.Tensor, row_context: torch
             if on_leave is not None:
                 leaving = (~unfinished).nonzero().squeeze(1)
                 on_leave(output, active[leaving], leaving, keys_values)
-            if cache.is_initialized:
-                _keep_cache_rows(cache, keep)
             context.keep_rows(keep)
-            active, tokens, positions = active[keep], tokens[keep], positions[keep]
-            attention_mask, unfinished = attention_mask[keep], unfinished[keep]
-        attention_mask[:, step] = 1
-        next_logits = forward(tokens, positions, attention_mask, step, cache, context)
+            forward.keep_rows(keep)
+            active, tokens, positions, unfinished = active[keep], tokens[keep], positions[keep], unfinished[keep]
+        next_logits = forward(tokens, positions, step)
         positions = positions + 1
     if on_leave is not None:
         on_leave(output, active, torch.arange(len(active), device=device), keys_values)
@@ -511,6 +547,8 @@ def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[
         else:
             context_cache, context_mask, logits = _prefill_continued(model, caches, new_ids, pad_id, device)
             row_context = torch.arange(rows, device=device)
+        context = _shared_context(context_cache, context_mask, row_context, packed)
+        del context_cache  # the context holds its own copy
 
         def keep_caches(output, output_rows, batch_rows, keys_values):
             for output_row, batch_row in zip(output_rows.tolist(), batch_rows.tolist()):
@@ -519,8 +557,8 @@ def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[
                 done[output_row] = SequenceCache(context_tokens[output_row] + output[output_row, :written].tolist(),
                                                  keys, values)
 
-        output = _decode(model, context_cache, context_mask, row_context, logits, max_new_tokens, eos_ids, pad_id,
-                         warpers, on_leave=keep_caches, packed=packed)
+        output = _decode(model, context, logits, max_new_tokens, eos_ids, pad_id, warpers, on_leave=keep_caches,
+                         packed=packed)
     return [_reply(row, eos_ids) for row in output.tolist()], done
 
 
@@ -611,12 +649,6 @@ def _inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
 
 def _just_below(value: torch.Tensor) -> torch.Tensor:
     return value.nextafter(torch.zeros_like(value))
-
-
-def _keep_cache_rows(cache: StaticCache, keep: torch.Tensor) -> None:
-    for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[keep], layer.values[keep]
-        layer.batch_size = len(keep)
 
 
 @contextlib.contextmanager

@@ -50,9 +50,9 @@ def test_finished_rows_leave_the_batch_without_changing_the_greedy_text(tiny_mod
     prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
     eos = end_tokens(tokenizer, 8)
     compactions = []
-    keep_rows = generation._keep_cache_rows
-    monkeypatch.setattr(generation, "_keep_cache_rows", lambda cache, keep: (compactions.append(len(keep)),
-                                                                                keep_rows(cache, keep)))
+    keep_rows = generation.SharedContext.keep_rows
+    monkeypatch.setattr(generation.SharedContext, "keep_rows", lambda context, keep: (compactions.append(len(keep)),
+                                                                                         keep_rows(context, keep)))
     many = torch.cat([prompt_ids] * 4), torch.cat([prompt_mask] * 4)
     kept = generation.generate(model, *many, 1, 24, eos, tokenizer.pad_token_id, temperature=0, compact=False,
                                packed_weights=False)
