@@ -165,8 +165,8 @@ class SharedContext:
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
                  row_context: torch.Tensor, dtype: torch.dtype | None = None):
         self.given_dtype = keys[0].dtype
-        self.keys = [k.transpose(0, 1).contiguous().to(dtype or self.given_dtype) for k in keys]
-        self.values = [v.transpose(0, 1).contiguous().to(dtype or self.given_dtype) for v in values]
+        self.keys = [_head_major(k, dtype or self.given_dtype) for k in keys]
+        self.values = [_head_major(v, dtype or self.given_dtype) for v in values]
         self.mask = mask.bool()
         self._place_rows(row_context)
 
@@ -219,6 +219,12 @@ class SharedContext:
         kv_heads, contexts, _, last = per_context.shape
         by_row = per_context.view(kv_heads, contexts * self.width, -1, last)
         return by_row if self.in_order else by_row[:, self.flat_index]
+
+
+def _head_major(per_context: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[C, Hkv, L, D] -> [Hkv, C, L, D], contiguous, in `dtype` (one copy)."""
+    contexts, kv_heads, length, head_dim = per_context.shape
+    return per_context.new_empty((kv_heads, contexts, length, head_dim), dtype=dtype).copy_(per_context.transpose(0, 1))
 
 
 AttentionInterface.register(DECODE_ATTENTION, decode_attention)
