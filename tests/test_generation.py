@@ -217,6 +217,32 @@ def test_the_llama_decode_step_computes_the_models_own_logits(tiny_model_dir, mo
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused, own))
 
 
+def test_the_llama_decode_step_computes_a_qwen2_models_own_logits_with_its_biases(monkeypatch):
+    """Qwen2's query, key and value products have biases: the fused step folds the attention's scale
+    into q's weight and bias alike, and gives the model's own logits at every step."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(1)
+    config = Qwen2Config(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("proj.bias"):
+                param.normal_(0, 0.5)  # initialised to zero: make them count
+    assert model.model.layers[0].self_attn.q_proj.bias.abs().sum() > 0
+    with generation._packed_linear_weights(model, bf16=False) as packed:
+        assert generation.LlamaDecodeStep.covers(model, packed)
+    prompt_ids, prompt_mask = generation.pack_prompts([[5, 6, 7, 8, 9], [10, 11, 12]], pad_id=0)
+    forced = torch.randint(3, 96, (4, 8))
+    args = (model, prompt_ids, prompt_mask, 2, forced, [], 0)
+
+    fused = teacher_forced_logits(monkeypatch, *args, fused=True, bf16=False)
+    own = teacher_forced_logits(monkeypatch, *args, fused=False, bf16=False)
+    assert len(fused) == len(own) == 8
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused, own))
+
+
 @pytest.mark.parametrize("context_in_bf16", [False, True])
 def test_the_llama_decode_step_in_bf16_stays_near_fp32s_distribution(bundled_model_dir, monkeypatch, context_in_bf16):
     """In bf16 (the products, and the prompt's keys and values where they take more bytes than the
