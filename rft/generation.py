@@ -300,15 +300,14 @@ class LlamaDecodeStep:
     @staticmethod
     def _layer(layer, bf16: bool) -> FusedLayer:
         attention, mlp = layer.self_attn, layer.mlp
-        qkv = [attention.q_proj, attention.k_proj, attention.v_proj]
-        scales = [attention.scaling, 1.0, 1.0]
-        biases = [_bias(module) for module in qkv]
-        qkv_bias = torch.cat([b * scale for b, scale in zip(biases, scales)]) if all(b is not None for b in biases) \
-            else None
+        q, k, v = attention.q_proj, attention.k_proj, attention.v_proj
+        scale = attention.scaling
+        biases = [_bias(q), _bias(k), _bias(v)]
+        qkv_bias = torch.cat([biases[0] * scale, *biases[1:]]) if all(b is not None for b in biases) else None
         return FusedLayer(
             input_norm=(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
-            qkv=_packed_product(torch.cat([_effective_weight(m) * scale for m, scale in zip(qkv, scales)]), qkv_bias,
-                                bf16),
+            qkv=_packed_product(torch.cat([_effective_weight(q) * scale, _effective_weight(k), _effective_weight(v)]),
+                                qkv_bias, bf16),
             o=attention.o_proj.forward,
             post_norm=(layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
             gate_up=_packed_product(torch.cat([_effective_weight(mlp.gate_proj), _effective_weight(mlp.up_proj)]),
