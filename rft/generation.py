@@ -251,14 +251,14 @@ class LlamaDecodeStep:
     At a handful of rows a decode step is bound by per-operation overhead, not arithmetic: the
     model's own forward spends ~75 tensor operations and a dozen module calls a layer (casts, views,
     masks rebuilt each step, three query/key/value products, two MLP input products). This step
-    computes the same function with one product for q, k and v (the attention's scale folded into
-    q's weights: rotary embedding is linear, so scaling q before it scales the scores), one for the
-    MLP's gate and up, each RMS norm as one call, and rotary embedding as one roll (rotate_half(x) is
-    roll(x, D/2) with the first half negated). It keeps the rows' own keys and values in tensors of
-    its own, written in place, and attends over the columns written so far (every row has written
-    the same ones, so no mask). The products are the packed copies `_packed_linear_weights` uses,
-    so its numerics are the model's own up to the order of float additions (tests/test_generation.py
-    compares the two).
+    computes the same function with one product for q, k and v, one for the MLP's gate and up (`FusedProduct`s, which the prefill's forward shares), each RMS norm as one
+    call, and rotary embedding as one roll (rotate_half(x) is roll(x, D/2) with the first half
+    negated) whose factors for q carry the attention's scale (rotary embedding is linear, so scaling
+    them scales the scores: one multiply a step instead of one a layer). It keeps the rows' own keys
+    and values in tensors of its own, written in place, and attends over the columns written so far
+    (every row has written the same ones, so no mask). The products are the packed copies
+    `_packed_linear_weights` uses, so its numerics are the model's own up to the order of float
+    additions (tests/test_generation.py compares the two).
     """
 
     MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -274,10 +274,10 @@ class LlamaDecodeStep:
             return False
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         packed_ids = {id(module) for module in packed.layers}
-        used = [base.lm_head] + [module for layer in base.model.layers for module in (
-            layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
-            layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
-        return all(id(module) in packed_ids for module in used)
+        layers = base.model.layers
+        used = [base.lm_head] + [module for layer in layers for module in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+        return all(id(module) in packed_ids for module in used) and all(
+            id(layer.self_attn) in packed.fused and id(layer.mlp) in packed.fused for layer in layers)
 
     def __init__(self, model, packed: PackedWeights, context: SharedContext, rows: int, max_new_tokens: int):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -290,7 +290,9 @@ class LlamaDecodeStep:
         device = next(model.parameters()).device
         half = self.head_dim // 2
         self.rotate_sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(device)
-        self.layers = [self._layer(layer, packed.bf16) for layer in base.model.layers]
+        scaling = base.model.layers[0].self_attn.scaling
+        self.head_scales = torch.cat([torch.full((self.heads, 1), scaling), torch.ones(self.kv_heads, 1)]).to(device)
+        self.layers = [self._layer(layer, packed) for layer in base.model.layers]
         self.context = context
         # Columns are written one step at a time and only those written are read: no need to clear.
         shape = (rows, self.kv_heads, max_new_tokens, self.head_dim)
@@ -298,20 +300,14 @@ class LlamaDecodeStep:
         self.values = [torch.empty(shape, device=device) for _ in self.layers]
 
     @staticmethod
-    def _layer(layer, bf16: bool) -> FusedLayer:
+    def _layer(layer, packed: PackedWeights) -> FusedLayer:
         attention, mlp = layer.self_attn, layer.mlp
-        q, k, v = attention.q_proj, attention.k_proj, attention.v_proj
-        scale = attention.scaling
-        biases = [_bias(q), _bias(k), _bias(v)]
-        qkv_bias = torch.cat([biases[0] * scale, *biases[1:]]) if all(b is not None for b in biases) else None
         return FusedLayer(
             input_norm=(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
-            qkv=_packed_product(torch.cat([_effective_weight(q) * scale, _effective_weight(k), _effective_weight(v)]),
-                                qkv_bias, bf16),
+            qkv=packed.fused[id(attention)],
             o=attention.o_proj.forward,
             post_norm=(layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
-            gate_up=_packed_product(torch.cat([_effective_weight(mlp.gate_proj), _effective_weight(mlp.up_proj)]),
-                                    None, bf16),
+            gate_up=packed.fused[id(mlp)],
             down=mlp.down_proj.forward,
         )
 
@@ -328,8 +324,8 @@ class LlamaDecodeStep:
         token number `step`."""
         rows, heads, kv_heads, head_dim = len(tokens), self.heads, self.kv_heads, self.head_dim
         x = self.embed_tokens(tokens)
-        cos, sin = self.rotary_emb(x, positions[:, None])  # [B, 1, D]: broadcast over the heads below
-        signed_sin = sin * self.rotate_sign
+        cos, sin = self.rotary_emb(x, positions[:, None])  # [B, 1, D]
+        cos, signed_sin = cos * self.head_scales, sin * self.rotate_sign * self.head_scales  # [B, H + Hkv, D]
         hidden = (x.shape[-1],)
         for index, layer in enumerate(self.layers):
             qkv = layer.qkv(torch.nn.functional.rms_norm(x, hidden, *layer.input_norm))
@@ -689,13 +685,65 @@ def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None
     With bf16 the copies are bf16, and so are the products' inputs (see the module's docstring)."""
     linears = _packable_linears(model) if enabled else []
     in_bf16 = bool(linears) and _bf16_asked(bf16)
+    fused = _fused_products(model, linears, in_bf16)
     for module in linears:
-        module.forward = _packed_product(_effective_weight(module), _bias(module), in_bf16)
+        if "forward" not in vars(module):  # not a part of a fused product
+            module.forward = _packed_product(_effective_weight(module), _bias(module), in_bf16)
     try:
-        yield PackedWeights(linears, in_bf16) if linears else None
+        yield PackedWeights(linears, in_bf16, fused) if linears else None
     finally:
         for module in linears:
             del module.forward
+
+
+def _fused_products(model, linears: list[torch.nn.Module], bf16: bool) -> dict[int, FusedProduct]:
+    """For a model LlamaDecodeStep covers: a FusedProduct for each attention's q/k/v and each MLP's
+    gate/up among the `linears`, by the id of the attention or MLP module; each part's forward is
+    set to its share of the product."""
+    if model.config.model_type not in LlamaDecodeStep.MODEL_TYPES:
+        return {}
+    packable = {id(module) for module in linears}
+    fused = {}
+    for parent in model.modules():
+        for names in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
+            parts = [getattr(parent, name, None) for name in names]
+            if all(part is not None and id(part) in packable for part in parts) \
+                    and len({_bias(part) is None for part in parts}) == 1:
+                fused[id(parent)] = product = FusedProduct(parts, bf16)
+                for index, part in enumerate(parts):
+                    part.forward = product.forward_of(index)
+    return fused
+
+
+class FusedProduct:
+    """One packed product for linear layers that read the same input: a Llama-family attention's
+    q, k and v, or its MLP's gate and up. Called, it gives their outputs side by side (the fused
+    decode step's use). `forward_of(i)` is part i's forward: the model's own forward (the prefill)
+    calls the parts one after the other on one input, so the first call computes the product and
+    the others take their share of it; it is dropped once every part has taken its share."""
+
+    def __init__(self, parts: list[torch.nn.Module], bf16: bool):
+        biases = [_bias(part) for part in parts]
+        self.product = _packed_product(torch.cat([_effective_weight(part) for part in parts]),
+                                       None if biases[0] is None else torch.cat(biases), bf16)
+        self.sizes = [_base_weight(part).shape[0] for part in parts]
+        self._input = self._shares = None
+        self._untaken = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.product(x)
+
+    def forward_of(self, index: int):
+        def forward(x, *args, **kwargs):
+            if x is not self._input:
+                self._input, self._shares, self._untaken = x, self.product(x).split(self.sizes, -1), len(self.sizes)
+            share = self._shares[index]
+            self._untaken -= 1
+            if not self._untaken:
+                self._input = self._shares = None
+            return share
+
+        return forward
 
 
 def _packable_linears(model) -> list[torch.nn.Module]:
@@ -744,10 +792,12 @@ def _effective_weight(module) -> torch.Tensor:
 
 @dataclass
 class PackedWeights:
-    """What `_packed_linear_weights` did: these layers multiply by packed copies, in bf16 or fp32."""
+    """What `_packed_linear_weights` did: these layers multiply by packed copies, in bf16 or fp32,
+    some of them as parts of fused products (by the id of their attention or MLP module)."""
 
     layers: list[torch.nn.Module]
     bf16: bool
+    fused: dict[int, FusedProduct]
 
     @property
     def nbytes(self) -> int:

@@ -160,6 +160,25 @@ def test_bf16_decoding_samples_from_nearly_the_distribution_fp32_gives(bundled_m
     assert not generation.decodes_in_bf16(model.to(torch.bfloat16), True)  # only fp32 weights are packed
 
 
+def test_the_models_own_forward_computes_each_fused_product_once(tiny_model_dir):
+    """Under packed weights a Llama layer's q, k and v (and its MLP's gate and up) are one product:
+    the model's own forward (the prefill) computes it once per layer and input, its three parts
+    take their shares of it, and nothing is held once they have."""
+    model, tokenizer, encoded = tiny(tiny_model_dir)
+    prompt_ids, prompt_mask = generation.pack_prompts(encoded, tokenizer.pad_token_id)
+    layers = model.config.num_hidden_layers
+    with torch.no_grad(), generation._packed_linear_weights(model, bf16=False) as packed:
+        assert len(packed.fused) == 2 * layers
+        calls = []
+        for key, fused in packed.fused.items():
+            fused.product = (lambda product, key: lambda x: calls.append(key) or product(x))(fused.product, key)
+        fused_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
+        assert sorted(calls) == sorted(packed.fused)
+        assert all(fused._input is None and fused._shares is None for fused in packed.fused.values())
+    plain_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
+    assert torch.allclose(fused_logits, plain_logits, atol=1e-4)
+
+
 def teacher_forced_logits(monkeypatch, model, prompt_ids, prompt_mask, repeats, forced, eos_ids, pad_id, fused,
                           bf16):
     """The decode loop's next-token logits at every step while it is fed `forced` [rows, steps] instead
@@ -218,8 +237,8 @@ def test_the_llama_decode_step_computes_the_models_own_logits(tiny_model_dir, mo
 
 
 def test_the_llama_decode_step_computes_a_qwen2_models_own_logits_with_its_biases(monkeypatch):
-    """Qwen2's query, key and value products have biases: the fused step folds the attention's scale
-    into q's weight and bias alike, and gives the model's own logits at every step."""
+    """Qwen2's query, key and value products have biases: the fused q/k/v product carries them, and
+    the fused step gives the model's own logits at every step."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(1)
