@@ -16,6 +16,8 @@ sequences on a CPU those two took two thirds of a decode step. This loop instead
   generate()'s own draws, so the same seed gives its tokens while no row has finished);
 - drops finished rows from the batch once a quarter of it has finished, so long stragglers do
   not keep paying for the whole batch;
+- runs in inference mode (`_in_inference_mode`): no tensor keeps autograd's records, which a step
+  of a few rows, a few thousand small operations, feels;
 - on CPU, multiplies by weights packed once per call into oneDNN's blocked layout, with a LoRA
   adapter merged in: MKL's plain product reached 34-44 GFLOP/s on the 49k-row LM head at 32-64
   rows where the packed one reached 77-103, and the merge removes the adapter's extra products;
@@ -35,6 +37,7 @@ fall back to generate(); `generation_path` says which path a model takes.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -410,7 +413,22 @@ def logits_warpers(temperature: float, top_p: float = 1.0, top_k: int = 0) -> Lo
     return warpers
 
 
-@torch.no_grad()
+def _in_inference_mode(function):
+    """Runs the generator in inference mode, where tensors keep no version counters or view records
+    for autograd (measured: 1.10x no_grad's tokens/s at 8 rows, 1.03x at 64, where a step is
+    hundreds of small operations), and gives a tensor result back as an ordinary tensor, which the
+    training pass may use (an inference tensor cannot be saved for backward)."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        with torch.inference_mode():
+            result = function(*args, **kwargs)
+        return result.clone() if isinstance(result, torch.Tensor) else result
+
+    return run
+
+
+@_in_inference_mode
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: int, max_new_tokens: int,
              eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              compact: bool = True, packed_weights: bool = True, multinomial: bool = False,
@@ -515,7 +533,7 @@ class SequenceCache:
     values: list[torch.Tensor] | None = None
 
 
-@torch.no_grad()
+@_in_inference_mode
 def continue_sequences(model, caches: list[SequenceCache | None], new_ids: list[list[int]], max_new_tokens: int,
                        eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
                        top_k: int = 0, bf16: bool | None = None) -> tuple[list[list[int]], list[SequenceCache]]:

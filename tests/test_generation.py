@@ -122,6 +122,7 @@ def test_packed_weights_with_the_adapter_merged_give_the_same_greedy_text(tiny_m
         without_adapter = generation.generate(*args, temperature=0, packed_weights=False)
     assert torch.equal(packed, plain)
     assert not torch.equal(plain, without_adapter)
+    assert not packed.is_inference()  # decoded in inference mode, given back as a tensor training can use
     with torch.no_grad():
         with generation._packed_linear_weights(model, bf16=False):
             packed_logits = model(input_ids=prompt_ids, attention_mask=prompt_mask).logits
