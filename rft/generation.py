@@ -254,14 +254,15 @@ class LlamaDecodeStep:
     At a handful of rows a decode step is bound by per-operation overhead, not arithmetic: the
     model's own forward spends ~75 tensor operations and a dozen module calls a layer (casts, views,
     masks rebuilt each step, three query/key/value products, two MLP input products). This step
-    computes the same function with one product for q, k and v, one for the MLP's gate and up (`FusedProduct`s, which the prefill's forward shares), each RMS norm as one
-    call, and rotary embedding as one roll (rotate_half(x) is roll(x, D/2) with the first half
-    negated) whose factors for q carry the attention's scale (rotary embedding is linear, so scaling
-    them scales the scores: one multiply a step instead of one a layer). It keeps the rows' own keys
-    and values in tensors of its own, written in place, and attends over the columns written so far
-    (every row has written the same ones, so no mask). The products are the packed copies
-    `_packed_linear_weights` uses, so its numerics are the model's own up to the order of float
-    additions (tests/test_generation.py compares the two).
+    computes the same function with one product for q, k and v and one for the MLP's gate and up
+    (`FusedProduct`s, which the prefill's forward shares), each RMS norm as one call, and rotary
+    embedding as one roll (rotate_half(x) is roll(x, D/2) with the first half negated) whose factors
+    for q carry the attention's scale (rotary embedding is linear, so scaling them scales the scores:
+    one multiply a step instead of one a layer). It keeps the rows' own keys and values in tensors of
+    its own, written in place, and attends over the columns written so far (every row has written
+    the same ones, so no mask). The products are the packed copies `_packed_linear_weights` uses, so
+    its numerics are the model's own up to the order of float additions (tests/test_generation.py
+    compares the two).
     """
 
     MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -415,8 +416,8 @@ def logits_warpers(temperature: float, top_p: float = 1.0, top_k: int = 0) -> Lo
 
 def _in_inference_mode(function):
     """Runs the generator in inference mode, where tensors keep no version counters or view records
-    for autograd (measured: 1.10x no_grad's tokens/s at 8 rows, 1.03x at 64, where a step is
-    hundreds of small operations), and gives a tensor result back as an ordinary tensor, which the
+    for autograd (measured: 1.10x no_grad's tokens/s at 8 rows, 1.03x at 64: a step is a few
+    thousand small operations), and gives a tensor result back as an ordinary tensor, which the
     training pass may use (an inference tensor cannot be saved for backward)."""
 
     @functools.wraps(function)
@@ -699,8 +700,9 @@ def _bf16_asked(bf16: bool | None) -> bool:
 @contextlib.contextmanager
 def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None):
     """On CPU, every linear layer multiplies by a packed copy of its weight while the block runs;
-    a LoRA layer's copy has its active adapters merged in (W + scale * B A), so it is one product.
-    With bf16 the copies are bf16, and so are the products' inputs (see the module's docstring)."""
+    a LoRA layer's copy has its active adapters merged in (W + scale * B A), so it is one product,
+    and the layers that read one input are one product together (`_fused_products`). With bf16 the
+    copies are bf16, and so are the products' inputs (see the module's docstring)."""
     linears = _packable_linears(model) if enabled else []
     in_bf16 = bool(linears) and _bf16_asked(bf16)
     fused = _fused_products(model, linears, in_bf16)
@@ -715,7 +717,7 @@ def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None
 
 
 def _fused_products(model, linears: list[torch.nn.Module], bf16: bool) -> dict[int, FusedProduct]:
-    """For a model LlamaDecodeStep covers: a FusedProduct for each attention's q/k/v and each MLP's
+    """For a model of a type LlamaDecodeStep computes: a FusedProduct for each attention's q/k/v and each MLP's
     gate/up among the `linears`, by the id of the attention or MLP module; each part's forward is
     set to its share of the product."""
     if model.config.model_type not in LlamaDecodeStep.MODEL_TYPES:
