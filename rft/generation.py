@@ -308,10 +308,10 @@ class LlamaDecodeStep:
         attention, mlp = layer.self_attn, layer.mlp
         return FusedLayer(
             input_norm=(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
-            qkv=packed.fused[id(attention)],
+            qkv=packed.fused[id(attention)].product,
             o=attention.o_proj.forward,
             post_norm=(layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
-            gate_up=packed.fused[id(mlp)],
+            gate_up=packed.fused[id(mlp)].product,
             down=mlp.down_proj.forward,
         )
 
@@ -717,9 +717,9 @@ def _packed_linear_weights(model, enabled: bool = True, bf16: bool | None = None
 
 
 def _fused_products(model, linears: list[torch.nn.Module], bf16: bool) -> dict[int, FusedProduct]:
-    """For a model of a type LlamaDecodeStep computes: a FusedProduct for each attention's q/k/v and each MLP's
-    gate/up among the `linears`, by the id of the attention or MLP module; each part's forward is
-    set to its share of the product."""
+    """For a model of a type LlamaDecodeStep computes: a FusedProduct for each attention's q/k/v
+    and each MLP's gate/up among the `linears`, by the id of the attention or MLP module; each
+    part's forward is set to its share of the product."""
     if model.config.model_type not in LlamaDecodeStep.MODEL_TYPES:
         return {}
     packable = {id(module) for module in linears}
@@ -737,8 +737,8 @@ def _fused_products(model, linears: list[torch.nn.Module], bf16: bool) -> dict[i
 
 class FusedProduct:
     """One packed product for linear layers that read the same input: a Llama-family attention's
-    q, k and v, or its MLP's gate and up. Called, it gives their outputs side by side (the fused
-    decode step's use). `forward_of(i)` is part i's forward: the model's own forward (the prefill)
+    q, k and v, or its MLP's gate and up. `product` gives their outputs side by side (the fused
+    decode step's use); `forward_of(i)` is part i's forward: the model's own forward (the prefill)
     calls the parts one after the other on one input, so the first call computes the product and
     the others take their share of it; it is dropped once every part has taken its share."""
 
@@ -749,9 +749,6 @@ class FusedProduct:
         self.sizes = [_base_weight(part).shape[0] for part in parts]
         self._input = self._shares = None
         self._untaken = 0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.product(x)
 
     def forward_of(self, index: int):
         def forward(x, *args, **kwargs):
