@@ -126,3 +126,43 @@ def test_completions_run_longest_first_in_passes_with_the_same_values_and_gradie
     assert split_grads.keys() == whole_grads.keys() and split_grads
     for name, grad in whole_grads.items():
         assert (split_grads[name] - grad).norm() <= 1e-4 * grad.norm(), name
+
+
+def test_a_cpu_model_attends_with_grouped_heads_and_a_mask_as_eager_attention_does(tiny, monkeypatch):
+    """A CPU model is loaded with transformers' switch for SDPA's grouped-query attention under a mask
+    (no copy of the keys and values per query head); padded rows' logits and gradients then equal
+    those of eager attention, which copies them."""
+    import os
+
+    from transformers.integrations import sdpa_attention
+
+    model, tokenizer, texts = tiny
+    assert os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA") == "1"
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    torch.manual_seed(4)
+    rollout = sample_group(model, tokenizer, texts, SamplingConfig(num_generations=2, max_completion_length=8))
+    assert not rollout.prompt_mask.all()  # the short prompt is padded: a mask is given
+
+    def logprobs_and_embedding_gradient(implementation: str):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        logp = naive_logprobs(model, rollout, temperature=1.0)
+        logp[rollout.completion_mask.bool()].sum().backward()
+        return logp.detach(), model.get_input_embeddings().weight.grad.clone()
+
+    def no_copies(*args):
+        raise AssertionError("SDPA's keys and values were copied for each query head")
+
+    model.requires_grad_(True)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sdpa_attention, "repeat_kv", no_copies)
+            grouped = logprobs_and_embedding_gradient("sdpa")
+        eager = logprobs_and_embedding_gradient("eager")
+    finally:
+        model.set_attn_implementation("sdpa")
+        model.requires_grad_(False)
+        model.zero_grad()
+    mask = rollout.completion_mask.bool()
+    assert torch.allclose(grouped[0][mask], eager[0][mask], atol=1e-5)
+    assert torch.allclose(grouped[1], eager[1], atol=1e-5)
