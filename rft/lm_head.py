@@ -30,6 +30,10 @@ from torch.utils.checkpoint import checkpoint
 from rft.grpo.loss import token_entropy, token_logprobs
 
 CHUNK_POSITIONS = 1024  # positions whose logits exist at once
+# A plain head's softmax is kept for the backward pass instead of recomputed when a call's fits in
+# this many bytes (1,365 positions of a 49,152-token vocabulary): a GRPO step's usual few hundred
+# completion tokens skip one full-vocabulary product; long episodes' thousands stay recomputed.
+KEEP_SOFTMAX_BYTES = 256 * 2**20
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
@@ -56,11 +60,12 @@ def head_logprobs(states: torch.Tensor, head: Callable[[torch.Tensor], torch.Ten
     # An entropy bonus differentiates the entropy too, which only the generic path does.
     fused = type(head) is torch.nn.Linear and not entropy_grad
     weight, bias = _product_parameters(head) if fused else (None, None)
+    keep_softmax = fused and recompute and flat_states.shape[0] * weight.shape[0] * 4 <= KEEP_SOFTMAX_BYTES
     logps, entropies = [], []
     for start in range(0, flat_states.shape[0], CHUNK_POSITIONS):
         chunk = (flat_states[start:start + CHUNK_POSITIONS], flat_tokens[start:start + CHUNK_POSITIONS])
         if fused:
-            logp, entropy = LinearTokenLogprobs.apply(*chunk, weight, bias, temperature, with_entropy)
+            logp, entropy = LinearTokenLogprobs.apply(*chunk, weight, bias, temperature, with_entropy, keep_softmax)
         elif recompute:
             logp, entropy = checkpoint(_chunk_logprobs, *chunk, head, temperature, with_entropy, entropy_grad,
                                        use_reentrant=False)
@@ -106,28 +111,32 @@ def _scaled_logits(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 class LinearTokenLogprobs(torch.autograd.Function):
     """log softmax(z)[token] for z = (states W^T + b) / T, and optionally the (detached) entropy of
-    softmax(z), for one chunk of positions. Only the log-sum-exp of each position is kept for the
-    backward pass, which recomputes z: d logp / d z = onehot(token) - softmax(z)."""
+    softmax(z), for one chunk of positions. The backward pass needs softmax(z): d logp / d z =
+    onehot(token) - softmax(z). With `keep_softmax` it is kept from the forward pass; otherwise only
+    each position's log-sum-exp is, and z is recomputed."""
 
     @staticmethod
-    def forward(ctx, states, tokens, weight, bias, temperature: float, with_entropy: bool):
+    def forward(ctx, states, tokens, weight, bias, temperature: float, with_entropy: bool, keep_softmax: bool):
         logits = _scaled_logits(states, weight, bias, temperature)
         log_normaliser = torch.logsumexp(logits, dim=-1)
         logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - log_normaliser
         entropy = logits.new_empty(0)
+        probs = (logits - log_normaliser[:, None]).exp_() if with_entropy or keep_softmax else None
         if with_entropy:  # H = log Z - sum_v p_v z_v
-            probs = (logits - log_normaliser[:, None]).exp_()
             entropy = log_normaliser - (probs * logits).sum(-1)
-        ctx.save_for_backward(states, tokens, weight, bias, log_normaliser)
-        ctx.temperature = temperature
+        ctx.save_for_backward(states, tokens, weight, bias, probs if keep_softmax else log_normaliser)
+        ctx.temperature, ctx.keep_softmax = temperature, keep_softmax
         ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_entropy):
-        states, tokens, weight, bias, log_normaliser = ctx.saved_tensors
-        grad_logits = _scaled_logits(states, weight, bias, ctx.temperature)
-        grad_logits.sub_(log_normaliser[:, None]).exp_().mul_(-grad_logp[:, None])  # -g softmax(z)
+        states, tokens, weight, bias, softmax_or_log_normaliser = ctx.saved_tensors
+        if ctx.keep_softmax:
+            grad_logits = softmax_or_log_normaliser.mul(-grad_logp[:, None])  # -g softmax(z)
+        else:
+            grad_logits = _scaled_logits(states, weight, bias, ctx.temperature)
+            grad_logits.sub_(softmax_or_log_normaliser[:, None]).exp_().mul_(-grad_logp[:, None])
         grad_logits.scatter_add_(-1, tokens[:, None], grad_logp[:, None])  # + g at the token
         if ctx.temperature != 1.0:
             grad_logits.div_(ctx.temperature)
@@ -139,4 +148,4 @@ class LinearTokenLogprobs(torch.autograd.Function):
             grad_weight = grad_logits.T @ states.to(weight.dtype)
         if bias is not None and ctx.needs_input_grad[3]:
             grad_bias = grad_logits.sum(0)
-        return grad_states, None, grad_weight, grad_bias, None, None
+        return grad_states, None, grad_weight, grad_bias, None, None, None

@@ -1,6 +1,7 @@
 """Log-probabilities through the LM head a chunk at a time: the same values and gradients as the
 full-vocabulary logits of the whole batch."""
 
+import pytest
 import torch
 
 from rft import lm_head
@@ -61,9 +62,12 @@ def test_a_model_with_transformed_logits_keeps_its_own_logits(tiny_model_dir):
     assert entropy is None and torch.allclose(logp, token_logprobs(model(input_ids=input_ids).logits, input_ids))
 
 
-def test_a_plain_linear_head_has_the_full_logits_values_and_gradients(monkeypatch):
+@pytest.mark.parametrize("keep_softmax_bytes", [lm_head.KEEP_SOFTMAX_BYTES, 0], ids=["softmax kept", "recomputed"])
+def test_a_plain_linear_head_has_the_full_logits_values_and_gradients(monkeypatch, keep_softmax_bytes):
     """The hand-written backward of a plain head (LinearTokenLogprobs) against autograd through the
-    whole batch's logits: states, weight and bias gradients, with a temperature."""
+    whole batch's logits: states, weight and bias gradients, with a temperature, the softmax kept
+    from the forward pass or recomputed."""
+    monkeypatch.setattr(lm_head, "KEEP_SOFTMAX_BYTES", keep_softmax_bytes)
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 300)
     states = torch.randn(2, 11, 16, requires_grad=True)
