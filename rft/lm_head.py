@@ -13,7 +13,9 @@ its log-probabilities have a hand-written backward, d log p(token) / d logits = 
 softmax, so a chunk's full-vocabulary work is one product and a few passes over its logits each
 way, instead of autograd's recorded log-softmax, gather and their backward (zero-filled
 full-vocabulary gradients, a scatter, an exp and a product each): 8% less time in an arithmetic
-GRPO step's training passes (README, "Training passes").
+GRPO step's training passes (README, "Training passes"). When a call's positions are few (a GRPO
+step's few hundred completion tokens), their softmax is kept for the backward pass instead of
+recomputed from a second product (KEEP_SOFTMAX_BYTES).
 
 Models whose logits are more than a linear head of the last hidden state (soft-capped or scaled
 logits, wrappers around a decoder) keep the model's own logits; the chunked functions take them
