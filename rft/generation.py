@@ -803,7 +803,7 @@ def _effective_weight(module) -> torch.Tensor:
         return weight
     for name in module.active_adapters:
         if name in module.lora_A:
-            weight = weight + module.get_delta_weight(name).detach()
+            weight = module.get_delta_weight(name).detach().add_(weight)  # into the fresh delta: one copy fewer
     return weight
 
 
